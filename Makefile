@@ -1,0 +1,45 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both set up .venv/ on first use.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.pyvidgen-installed
+CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' 2>/dev/null)
+EXT_STAMP := pyvidgen/.ext-built
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: demo test test-fast lint bench build venv clean
+
+venv: $(STAMP)
+
+# torch is pinned to the CPU build that matches the project's machines; triton runs its kernels
+# in the interpreter there. The package is installed editable, so Python edits need no reinstall.
+$(STAMP): pyproject.toml setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+	$(PIP) install torch==2.13.0 triton==3.9.0 ninja
+	$(PIP) install --no-build-isolation -e '.[test,bench,triton]'
+	touch $(STAMP) $(EXT_STAMP)
+
+# Incremental C++ rebuild (ninja) when csrc/ changes.
+$(EXT_STAMP): $(STAMP) $(CSRC)
+	$(PY) setup.py -q build_ext --inplace
+	touch $(EXT_STAMP)
+
+build: $(EXT_STAMP)
+
+test: build
+	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m slow
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+demo: build
+	$(VENV)/bin/pyvidgen demo
+
+bench: build
+	$(VENV)/bin/pyvidgen bench
+
+clean:
+	rm -rf build $(EXT_STAMP) pyvidgen/_C*.so

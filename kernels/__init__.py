@@ -1,0 +1,1 @@
+"""Math of pyvidgen's ops: ``reference`` (PyTorch) and ``triton`` kernels. Installed as ``pyvidgen.kernels``."""

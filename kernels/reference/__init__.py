@@ -1,0 +1,1 @@
+"""Vectorised PyTorch implementations: the specification of every op and the fallback on every device."""

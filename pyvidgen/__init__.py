@@ -1,0 +1,18 @@
+"""pyvidgen: fused PyTorch kernels for generative video and image models.
+
+Quick start::
+
+    import torch, pyvidgen
+    x = torch.randn(2, 8, 32, 32, requires_grad=True)
+    flow = torch.randn(2, 2, 32, 32, requires_grad=True)
+    y = pyvidgen.ops.flow_warp(x, flow, padding_mode="border")
+    with pyvidgen.backend("reference"):
+        y_ref = pyvidgen.ops.flow_warp(x, flow, padding_mode="border")
+"""
+
+from pyvidgen import nn, ops
+from pyvidgen._backend import BACKENDS, available_backends, backend, get_backend, set_backend
+
+__version__ = "0.1.0"
+
+__all__ = ["BACKENDS", "__version__", "available_backends", "backend", "get_backend", "nn", "ops", "set_backend"]

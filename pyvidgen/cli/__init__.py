@@ -1,0 +1,1 @@
+"""Command line: ``pyvidgen info | check | bench | demo``."""

@@ -1,0 +1,1 @@
+"""Synthetic data sets generated on the fly, and loaders for standard files a user already has."""

@@ -1,0 +1,1 @@
+"""Reference models of the papers, built from :mod:`pyvidgen.nn`."""

@@ -1,0 +1,9 @@
+"""Public functional ops: ``torch.library`` custom ops in the ``pyvidgen`` namespace with autograd.
+
+Each op runs on the backend in force (see :func:`pyvidgen.set_backend`).
+"""
+
+from pyvidgen.ops.flow_smoothness import flow_smoothness, flow_smoothness_grad
+from pyvidgen.ops.flow_warp import PADDING_MODES, flow_warp
+
+__all__ = ["PADDING_MODES", "flow_smoothness", "flow_smoothness_grad", "flow_warp"]
