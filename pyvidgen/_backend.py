@@ -34,7 +34,7 @@ def _default() -> str:
 
 
 def get_backend() -> str:
-    """The backend name in force: the last ``set_backend``/``backend`` choice, else ``PYVIDGEN_BACKEND``, else "auto"."""
+    """The backend in force: the last set_backend/backend choice, else PYVIDGEN_BACKEND, else "auto"."""
     name = _chosen[0]
     return name if name is not None else _default()
 
