@@ -1,5 +1,7 @@
 // pyvidgen._C: the compiled CPU kernels. The Python layer (pyvidgen/ops) registers the torch.library
 // custom ops and calls these bindings when the cpp backend is chosen.
+#include <torch/extension.h>
+
 #include "ops/ops.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -1,4 +1,6 @@
 // flow_smoothness: checks and allocation around the CPU kernels.
+#include <ATen/ATen.h>
+
 #include "ops/ops.h"
 
 namespace pyvidgen {

@@ -1,5 +1,7 @@
 // flow_warp: checks and allocation around the CPU kernels (defence in depth: the Python op checks
 // first with friendlier messages, but a direct call must never reach a kernel with bad shapes).
+#include <ATen/ATen.h>
+
 #include "ops/ops.h"
 
 namespace pyvidgen {
@@ -15,6 +17,9 @@ void check_inputs(const at::Tensor& x, const at::Tensor& flow, int64_t padding_m
               " does not match x dtype ", x.scalar_type());
   TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble,
               "flow_warp: the cpp backend supports float32 and float64, got ", x.scalar_type());
+  // Tap indices inside one plane are 32-bit for float32 (vector gathers); batch/channel offsets are 64-bit.
+  TORCH_CHECK(x.size(2) * x.size(3) < (int64_t{1} << 31), "flow_warp: H * W must be below 2^31, got ", x.size(2),
+              " x ", x.size(3));
   TORCH_CHECK(padding_mode >= 0 && padding_mode <= 2, "flow_warp: padding_mode index must be 0, 1 or 2, got ",
               padding_mode);
 }

@@ -2,7 +2,7 @@
 // Each op's kernels live in csrc/ops/cpu/<op>_kernel.cpp; the module binds these in csrc/module.cpp.
 #pragma once
 
-#include <torch/extension.h>
+#include <ATen/core/Tensor.h>
 
 #include <tuple>
 

@@ -1,20 +1,23 @@
 // CPU kernels of flow_warp. Specification: kernels/reference/flow_warp.py (same formulas, same order
 // of floating-point operations where it matters, so results agree to rounding).
 //
-// Forward: one work item per (batch, row). The row's sample positions, tap offsets and weights are
-// computed once and reused for every channel, so the per-channel inner loop is four loads and a
-// handful of multiply-adds per pixel.
-// Backward: one work item per (batch, channel chunk); it owns its chunk's grad_x planes (no atomics)
-// and sums the flow gradient over its channels. With several chunks per batch the partial flow
-// gradients are added in chunk order afterwards. Chunking depends on shapes only, never on the
-// thread count, so the result is bitwise reproducible.
+// Work items are (batch, channel chunk). Each item first computes its image's sampling geometry
+// (positions, tap indices, weights; independent of the channel), then walks its channels plane by
+// plane: the source plane stays hot in cache while it is gathered from (forward) or scattered into
+// (backward). The backward item owns its grad_x planes (no atomics) and sums the flow gradient over
+// its channels; with several chunks per image, their partial flow gradients are added in chunk
+// order afterwards. Chunking depends on shapes only, never on the thread count, so the result is
+// bitwise reproducible.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+#include <ATen/ops/empty.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "ops/ops.h"
@@ -66,107 +69,194 @@ inline AxisTaps<T> axis_taps(T p, int64_t size, int64_t mode) {
   return t;
 }
 
-// Everything about one output pixel that does not depend on the channel.
+// The sampling geometry of every output pixel of one image; it does not depend on the channel.
+// Tap k (00, 01, 10, 11 = row, column offset) of pixel p reads pixel index[k][p] of the source
+// image, or the all-zero sink pixel `pixels` when it reads nothing (zeros padding outside the
+// image, or a non-finite position). Reading a real zero, rather than multiplying by a zero weight,
+// keeps a NaN or inf elsewhere in the image out of the result, as in the reference.
 template <typename T>
-struct Sample {
-  int64_t off[4];  // plane offsets of taps 00, 01, 10, 11 (row, column)
-  T wx0, wx1, wy0, wy1;
-  unsigned valid;  // bit k set: tap k reads the image; 15 = all four (the common case)
-  bool finite;     // the position is finite (else: NaN output, no gradient)
-};
+struct ImageGeometry {
+  std::vector<int64_t> index[4];
+  std::vector<T> wx1, wy1;  // fractional parts: weights of the right and lower taps
+  std::vector<unsigned char> finite;
 
-template <typename T>
-void compute_row_samples(const T* flow_u, const T* flow_v, int64_t row, int64_t height, int64_t width,
-                         int64_t mode, bool normalized, Sample<T>* samples) {
-  const T scale_x = static_cast<T>((width - 1) / 2.0);
-  const T scale_y = static_cast<T>((height - 1) / 2.0);
-  for (int64_t j = 0; j < width; ++j) {
-    T u = flow_u[j];
-    T v = flow_v[j];
-    if (normalized) {
-      u = u * scale_x;
-      v = v * scale_y;
-    }
-    T px = static_cast<T>(j) + u;
-    T py = static_cast<T>(row) + v;
-    Sample<T>& s = samples[j];
-    s.finite = std::isfinite(px) && std::isfinite(py);
-    if (!s.finite) px = py = T(0);
-    const AxisTaps<T> ax = axis_taps(px, width, mode);
-    const AxisTaps<T> ay = axis_taps(py, height, mode);
-    s.off[0] = ay.i0 * width + ax.i0;
-    s.off[1] = ay.i0 * width + ax.i1;
-    s.off[2] = ay.i1 * width + ax.i0;
-    s.off[3] = ay.i1 * width + ax.i1;
-    s.valid = (ay.v0 && ax.v0 ? 1u : 0u) | (ay.v0 && ax.v1 ? 2u : 0u) | (ay.v1 && ax.v0 ? 4u : 0u) |
-              (ay.v1 && ax.v1 ? 8u : 0u);
-    s.wx1 = ax.w1;
-    s.wx0 = T(1) - ax.w1;
-    s.wy1 = ay.w1;
-    s.wy0 = T(1) - ay.w1;
+  explicit ImageGeometry(int64_t pixels) : wx1(pixels), wy1(pixels), finite(pixels) {
+    for (auto& ix : index) ix.resize(pixels);
   }
-}
 
-template <typename T>
-inline void tap_values(const Sample<T>& s, const T* plane, T v[4]) {
-  if (s.valid == 15u) {
-    v[0] = plane[s.off[0]];
-    v[1] = plane[s.off[1]];
-    v[2] = plane[s.off[2]];
-    v[3] = plane[s.off[3]];
-  } else {
-    for (int k = 0; k < 4; ++k) v[k] = (s.valid >> k) & 1u ? plane[s.off[k]] : T(0);
-  }
-}
-
-template <typename T>
-void forward_impl(const at::Tensor& x, const at::Tensor& flow, at::Tensor& out, int64_t mode, bool normalized) {
-  const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
-  const int64_t plane = height * width;
-  const T* x_data = x.const_data_ptr<T>();
-  const T* flow_data = flow.const_data_ptr<T>();
-  T* out_data = out.mutable_data_ptr<T>();
-  const T nan = std::numeric_limits<T>::quiet_NaN();
-  // A row of work is about channels * width pixels; aim for a few thousand per grain.
-  const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, channels * width));
-
-  at::parallel_for(0, batch * height, grain, [&](int64_t begin, int64_t end) {
-    std::vector<Sample<T>> samples(width);
-    for (int64_t item = begin; item < end; ++item) {
-      const int64_t b = item / height, i = item % height;
-      const T* flow_u = flow_data + b * 2 * plane + i * width;
-      compute_row_samples(flow_u, flow_u + plane, i, height, width, mode, normalized, samples.data());
-      for (int64_t c = 0; c < channels; ++c) {
-        const T* src = x_data + (b * channels + c) * plane;
-        T* dst = out_data + (b * channels + c) * plane + i * width;
-        for (int64_t j = 0; j < width; ++j) {
-          const Sample<T>& s = samples[j];
-          T v[4];
-          tap_values(s, src, v);
-          const T value = s.wy0 * (s.wx0 * v[0] + s.wx1 * v[1]) + s.wy1 * (s.wx0 * v[2] + s.wx1 * v[3]);
-          dst[j] = s.finite ? value : nan;
+  // flow_u, flow_v: the image's two flow planes (H*W each).
+  void compute(const T* flow_u, const T* flow_v, int64_t height, int64_t width, int64_t mode, bool normalized) {
+    const int64_t sink = height * width;
+    const T scale_x = static_cast<T>((width - 1) / 2.0);
+    const T scale_y = static_cast<T>((height - 1) / 2.0);
+    for (int64_t i = 0, p = 0; i < height; ++i) {
+      for (int64_t j = 0; j < width; ++j, ++p) {
+        T u = flow_u[p];
+        T v = flow_v[p];
+        if (normalized) {
+          u = u * scale_x;
+          v = v * scale_y;
         }
+        T px = static_cast<T>(j) + u;
+        T py = static_cast<T>(i) + v;
+        const bool ok = std::isfinite(px) && std::isfinite(py);
+        if (!ok) px = py = T(0);
+        const AxisTaps<T> ax = axis_taps(px, width, mode);
+        const AxisTaps<T> ay = axis_taps(py, height, mode);
+        index[0][p] = ok && ay.v0 && ax.v0 ? ay.i0 * width + ax.i0 : sink;
+        index[1][p] = ok && ay.v0 && ax.v1 ? ay.i0 * width + ax.i1 : sink;
+        index[2][p] = ok && ay.v1 && ax.v0 ? ay.i1 * width + ax.i0 : sink;
+        index[3][p] = ok && ay.v1 && ax.v1 ? ay.i1 * width + ax.i1 : sink;
+        wx1[p] = ax.w1;
+        wy1[p] = ay.w1;
+        finite[p] = ok;
       }
     }
-  });
-}
+  }
+};
 
-// Channels per backward work item: all of them when the batch alone gives enough items, else
-// chunks of at least 16 channels. A function of the shape only (determinism).
-int64_t backward_chunk_channels(int64_t batch, int64_t channels) {
+// Channels per work item: all of them when the batch alone gives enough items, else chunks of at
+// least 16 channels. A function of the shape only, so the backward's sums are reproducible.
+int64_t chunk_channels(int64_t batch, int64_t channels) {
   if (batch >= 16) return std::max<int64_t>(channels, 1);
   const int64_t wanted_chunks = (16 + batch - 1) / batch;
   const int64_t per_chunk = (channels + wanted_chunks - 1) / wanted_chunks;
   return std::max<int64_t>(std::min<int64_t>(std::max<int64_t>(per_chunk, 16), channels), 1);
 }
 
+// Pixel-major copy of `count` channel planes: dst[p * stride + c] = src[c * pixels + p]. In this
+// layout the four taps of a pixel are contiguous runs over the channels, so sampling is plain
+// vector loads instead of gathers. Lanes count..stride-1 are zeroed: whole vectors are summed over.
+template <typename T>
+void to_pixel_major(const T* src, int64_t count, int64_t pixels, T* dst, int64_t stride) {
+  constexpr int64_t kTile = 8;
+  if (count < stride) {
+    for (int64_t p = 0; p < pixels; ++p) std::fill(dst + p * stride + count, dst + (p + 1) * stride, T(0));
+  }
+  for (int64_t p = 0; p < pixels; p += kTile) {
+    const int64_t np = std::min(kTile, pixels - p);
+    for (int64_t c = 0; c < count; c += kTile) {
+      const int64_t nc = std::min(kTile, count - c);
+      if constexpr (std::is_same_v<T, float>) {
+        if (np == kTile && nc == kTile) {
+          at::vec::transpose_mxn<float, 8, 8>(src + c * pixels + p, pixels, dst + p * stride + c, stride);
+          continue;
+        }
+      }
+      at::vec::transpose_mxn<T>(src + c * pixels + p, pixels, dst + p * stride + c, stride, nc, np);
+    }
+  }
+}
+
+// The inverse: dst[c * pixels + p] = src[p * stride + c] for c < count.
+template <typename T>
+void to_channel_major(const T* src, int64_t stride, int64_t count, int64_t pixels, T* dst) {
+  constexpr int64_t kTile = 8;
+  for (int64_t p = 0; p < pixels; p += kTile) {
+    const int64_t np = std::min(kTile, pixels - p);
+    for (int64_t c = 0; c < count; c += kTile) {
+      const int64_t nc = std::min(kTile, count - c);
+      if constexpr (std::is_same_v<T, float>) {
+        if (np == kTile && nc == kTile) {
+          at::vec::transpose_mxn<float, 8, 8>(src + p * stride + c, stride, dst + c * pixels + p, pixels);
+          continue;
+        }
+      }
+      at::vec::transpose_mxn<T>(src + p * stride + c, stride, dst + c * pixels + p, pixels, np, nc);
+    }
+  }
+}
+
+template <typename T>
+int64_t padded_stride(int64_t count) {
+  const int64_t lanes = at::vec::Vectorized<T>::size();
+  return (count + lanes - 1) / lanes * lanes;
+}
+
+template <typename T>
+void forward_impl(const at::Tensor& x, const at::Tensor& flow, at::Tensor& out, int64_t mode, bool normalized) {
+  using Vec = at::vec::Vectorized<T>;
+  const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
+  const int64_t pixels = height * width;
+  const int64_t chunk = chunk_channels(batch, channels);
+  const int64_t chunks = (channels + chunk - 1) / chunk;
+  const int64_t stride = padded_stride<T>(chunk);
+  const T* x_data = x.const_data_ptr<T>();
+  const T* flow_data = flow.const_data_ptr<T>();
+  T* out_data = out.mutable_data_ptr<T>();
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  constexpr int64_t kBlock = 8;  // output pixels per block, transposed back to planes together
+
+  at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
+    ImageGeometry<T> geo(pixels);
+    int64_t geometry_of = -1;  // the batch index whose geometry `geo` holds
+    std::vector<T> source((pixels + 1) * stride, T(0));  // + the zero sink pixel
+    std::vector<T> block(kBlock * stride);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / chunks, c0 = (item % chunks) * chunk;
+      const int64_t count = std::min(chunk, channels - c0);
+      if (b != geometry_of) {
+        geo.compute(flow_data + b * 2 * pixels, flow_data + (b * 2 + 1) * pixels, height, width, mode, normalized);
+        geometry_of = b;
+      }
+      to_pixel_major(x_data + (b * channels + c0) * pixels, count, pixels, source.data(), stride);
+      for (int64_t p0 = 0; p0 < pixels; p0 += kBlock) {
+        const int64_t np = std::min(kBlock, pixels - p0);
+        for (int64_t q = 0; q < np; ++q) {
+          const int64_t p = p0 + q;
+          T* dst = block.data() + q * stride;
+          if (!geo.finite[p]) {
+            std::fill(dst, dst + stride, nan);
+            continue;
+          }
+          const T wx1 = geo.wx1[p], wy1 = geo.wy1[p];
+          const T wx0 = T(1) - wx1, wy0 = T(1) - wy1;
+          const Vec w00(wy0 * wx0), w01(wy0 * wx1), w10(wy1 * wx0), w11(wy1 * wx1);
+          const T* t00 = source.data() + geo.index[0][p] * stride;
+          const T* t01 = source.data() + geo.index[1][p] * stride;
+          const T* t10 = source.data() + geo.index[2][p] * stride;
+          const T* t11 = source.data() + geo.index[3][p] * stride;
+          for (int64_t c = 0; c < stride; c += Vec::size()) {
+            const Vec value = w00 * Vec::loadu(t00 + c) + w01 * Vec::loadu(t01 + c) + w10 * Vec::loadu(t10 + c) +
+                              w11 * Vec::loadu(t11 + c);
+            value.store(dst + c);
+          }
+        }
+        // Block (np pixels x count channels) back to the output planes.
+        T* out_planes = out_data + (b * channels + c0) * pixels + p0;
+        for (int64_t c = 0; c < count; c += 8) {
+          const int64_t nc = std::min<int64_t>(8, count - c);
+          if constexpr (std::is_same_v<T, float>) {
+            if (np == 8 && nc == 8) {
+              at::vec::transpose_mxn<float, 8, 8>(block.data() + c, stride, out_planes + c * pixels, pixels);
+              continue;
+            }
+          }
+          at::vec::transpose_mxn<T>(block.data() + c, stride, out_planes + c * pixels, pixels, np, nc);
+        }
+      }
+    }
+  });
+}
+
+template <typename T>
+inline T horizontal_sum(const at::vec::Vectorized<T>& v) {
+  T lanes[at::vec::Vectorized<T>::size()];
+  v.store(lanes);
+  T total = T(0);
+  for (int64_t l = 0; l < at::vec::Vectorized<T>::size(); ++l) total += lanes[l];
+  return total;
+}
+
 template <typename T>
 void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& flow, at::Tensor* grad_x,
                    at::Tensor* grad_flow, int64_t mode, bool normalized) {
+  using Vec = at::vec::Vectorized<T>;
   const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
-  const int64_t plane = height * width;
-  const int64_t chunk = backward_chunk_channels(batch, channels);
+  const int64_t pixels = height * width;
+  const int64_t chunk = chunk_channels(batch, channels);
   const int64_t chunks = (channels + chunk - 1) / chunk;
+  const int64_t stride = padded_stride<T>(chunk);
   const T* go_data = grad_out.const_data_ptr<T>();
   const T* x_data = x.const_data_ptr<T>();
   const T* flow_data = flow.const_data_ptr<T>();
@@ -186,49 +276,56 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
   const T scale_y = normalized ? static_cast<T>((height - 1) / 2.0) : T(1);
 
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<Sample<T>> samples(width);
-    std::vector<T> acc_x(width), acc_y(width);
+    ImageGeometry<T> geo(pixels);
+    int64_t geometry_of = -1;
+    std::vector<T> source(gflow_data ? (pixels + 1) * stride : 0, T(0));  // x, pixel-major, + zero sink
+    std::vector<T> upstream(pixels * stride, T(0));                       // grad_out, pixel-major
+    std::vector<T> accum(gx_data ? (pixels + 1) * stride : 0);            // grad_x, pixel-major, + sink
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks, chunk_index = item % chunks;
-      const int64_t c_begin = chunk_index * chunk, c_end = std::min(channels, c_begin + chunk);
-      if (gx_data) std::memset(gx_data + (b * channels + c_begin) * plane, 0, sizeof(T) * (c_end - c_begin) * plane);
-      T* flow_grad_u = gflow_data ? gflow_data + (b * chunks + chunk_index) * 2 * plane : nullptr;
-      for (int64_t i = 0; i < height; ++i) {
-        const T* flow_u = flow_data + b * 2 * plane + i * width;
-        compute_row_samples(flow_u, flow_u + plane, i, height, width, mode, normalized, samples.data());
-        std::fill(acc_x.begin(), acc_x.end(), T(0));
-        std::fill(acc_y.begin(), acc_y.end(), T(0));
-        for (int64_t c = c_begin; c < c_end; ++c) {
-          const T* go = go_data + (b * channels + c) * plane + i * width;
-          const T* src = x_data + (b * channels + c) * plane;
-          T* gsrc = gx_data ? gx_data + (b * channels + c) * plane : nullptr;
-          for (int64_t j = 0; j < width; ++j) {
-            const Sample<T>& s = samples[j];
-            if (!s.finite) continue;
-            const T g = go[j];
-            if (gsrc) {
-              const T w[4] = {s.wy0 * s.wx0, s.wy0 * s.wx1, s.wy1 * s.wx0, s.wy1 * s.wx1};
-              for (int k = 0; k < 4; ++k) {
-                if ((s.valid >> k) & 1u) gsrc[s.off[k]] += w[k] * g;
-              }
-            }
-            if (flow_grad_u) {
-              T v[4];
-              tap_values(s, src, v);
-              acc_x[j] += g * (s.wy0 * (v[1] - v[0]) + s.wy1 * (v[3] - v[2]));
-              acc_y[j] += g * (s.wx0 * (v[2] - v[0]) + s.wx1 * (v[3] - v[1]));
-            }
+      const int64_t c0 = chunk_index * chunk, count = std::min(chunk, channels - c0);
+      if (b != geometry_of) {
+        geo.compute(flow_data + b * 2 * pixels, flow_data + (b * 2 + 1) * pixels, height, width, mode, normalized);
+        geometry_of = b;
+      }
+      to_pixel_major(go_data + (b * channels + c0) * pixels, count, pixels, upstream.data(), stride);
+      if (gflow_data) to_pixel_major(x_data + (b * channels + c0) * pixels, count, pixels, source.data(), stride);
+      if (gx_data) std::fill(accum.begin(), accum.end(), T(0));
+      T* du = gflow_data ? gflow_data + (b * chunks + chunk_index) * 2 * pixels : nullptr;
+      for (int64_t p = 0; p < pixels; ++p) {
+        const T wx1 = geo.wx1[p], wy1 = geo.wy1[p];
+        const T wx0 = T(1) - wx1, wy0 = T(1) - wy1;
+        const T* g = upstream.data() + p * stride;
+        const int64_t o00 = geo.index[0][p] * stride, o01 = geo.index[1][p] * stride;
+        const int64_t o10 = geo.index[2][p] * stride, o11 = geo.index[3][p] * stride;
+        if (gx_data) {
+          // Taps that read nothing go to the sink pixel, which is never copied out.
+          const Vec w00(wy0 * wx0), w01(wy0 * wx1), w10(wy1 * wx0), w11(wy1 * wx1);
+          T* a = accum.data();
+          for (int64_t c = 0; c < stride; c += Vec::size()) {
+            const Vec gv = Vec::loadu(g + c);
+            (Vec::loadu(a + o00 + c) + w00 * gv).store(a + o00 + c);
+            (Vec::loadu(a + o01 + c) + w01 * gv).store(a + o01 + c);
+            (Vec::loadu(a + o10 + c) + w10 * gv).store(a + o10 + c);
+            (Vec::loadu(a + o11 + c) + w11 * gv).store(a + o11 + c);
           }
         }
-        if (flow_grad_u) {
-          T* du = flow_grad_u + i * width;
-          T* dv = flow_grad_u + plane + i * width;
-          for (int64_t j = 0; j < width; ++j) {
-            du[j] = samples[j].finite ? acc_x[j] * scale_x : T(0);
-            dv[j] = samples[j].finite ? acc_y[j] * scale_y : T(0);
+        if (du) {
+          const T* s = source.data();
+          const Vec vwx0(wx0), vwx1(wx1), vwy0(wy0), vwy1(wy1);
+          Vec acc_x(T(0)), acc_y(T(0));
+          for (int64_t c = 0; c < stride; c += Vec::size()) {
+            const Vec gv = Vec::loadu(g + c);
+            const Vec v00 = Vec::loadu(s + o00 + c), v01 = Vec::loadu(s + o01 + c);
+            const Vec v10 = Vec::loadu(s + o10 + c), v11 = Vec::loadu(s + o11 + c);
+            acc_x = acc_x + gv * (vwy0 * (v01 - v00) + vwy1 * (v11 - v10));
+            acc_y = acc_y + gv * (vwx0 * (v10 - v00) + vwx1 * (v11 - v01));
           }
+          du[p] = geo.finite[p] ? horizontal_sum(acc_x) * scale_x : T(0);
+          du[pixels + p] = geo.finite[p] ? horizontal_sum(acc_y) * scale_y : T(0);
         }
       }
+      if (gx_data) to_channel_major(accum.data(), stride, count, pixels, gx_data + (b * channels + c0) * pixels);
     }
   });
 
@@ -236,7 +333,7 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
     // Add the chunks' partial gradients in chunk order: the same sum whatever the thread count.
     T* dst = grad_flow->mutable_data_ptr<T>();
     const T* src = gflow_data;
-    const int64_t per_batch = 2 * plane;
+    const int64_t per_batch = 2 * pixels;
     at::parallel_for(0, batch * per_batch, 4096, [&](int64_t begin, int64_t end) {
       for (int64_t e = begin; e < end; ++e) {
         const int64_t b = e / per_batch, k = e % per_batch;
