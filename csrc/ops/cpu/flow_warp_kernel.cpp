@@ -133,10 +133,11 @@ void to_pixel_major(const T* src, int64_t count, int64_t pixels, T* dst, int64_t
   if (count < stride) {
     for (int64_t p = 0; p < pixels; ++p) std::fill(dst + p * stride + count, dst + (p + 1) * stride, T(0));
   }
-  for (int64_t p = 0; p < pixels; p += kTile) {
-    const int64_t np = std::min(kTile, pixels - p);
-    for (int64_t c = 0; c < count; c += kTile) {
-      const int64_t nc = std::min(kTile, count - c);
+  // Channel tiles outer: eight planes are read front to back at a time, which the prefetcher follows.
+  for (int64_t c = 0; c < count; c += kTile) {
+    const int64_t nc = std::min(kTile, count - c);
+    for (int64_t p = 0; p < pixels; p += kTile) {
+      const int64_t np = std::min(kTile, pixels - p);
       if constexpr (std::is_same_v<T, float>) {
         if (np == kTile && nc == kTile) {
           at::vec::transpose_mxn<float, 8, 8>(src + c * pixels + p, pixels, dst + p * stride + c, stride);
@@ -152,10 +153,10 @@ void to_pixel_major(const T* src, int64_t count, int64_t pixels, T* dst, int64_t
 template <typename T>
 void to_channel_major(const T* src, int64_t stride, int64_t count, int64_t pixels, T* dst) {
   constexpr int64_t kTile = 8;
-  for (int64_t p = 0; p < pixels; p += kTile) {
-    const int64_t np = std::min(kTile, pixels - p);
-    for (int64_t c = 0; c < count; c += kTile) {
-      const int64_t nc = std::min(kTile, count - c);
+  for (int64_t c = 0; c < count; c += kTile) {
+    const int64_t nc = std::min(kTile, count - c);
+    for (int64_t p = 0; p < pixels; p += kTile) {
+      const int64_t np = std::min(kTile, pixels - p);
       if constexpr (std::is_same_v<T, float>) {
         if (np == kTile && nc == kTile) {
           at::vec::transpose_mxn<float, 8, 8>(src + p * stride + c, stride, dst + c * pixels + p, pixels);
@@ -185,13 +186,12 @@ void forward_impl(const at::Tensor& x, const at::Tensor& flow, at::Tensor& out, 
   const T* flow_data = flow.const_data_ptr<T>();
   T* out_data = out.mutable_data_ptr<T>();
   const T nan = std::numeric_limits<T>::quiet_NaN();
-  constexpr int64_t kBlock = 8;  // output pixels per block, transposed back to planes together
 
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
     ImageGeometry<T> geo(pixels);
     int64_t geometry_of = -1;  // the batch index whose geometry `geo` holds
-    std::vector<T> source((pixels + 1) * stride, T(0));  // + the zero sink pixel
-    std::vector<T> block(kBlock * stride);
+    std::vector<T> source((pixels + 1) * stride, T(0));  // pixel-major x, + the zero sink pixel
+    std::vector<T> result(pixels * stride);               // pixel-major output
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks, c0 = (item % chunks) * chunk;
       const int64_t count = std::min(chunk, channels - c0);
@@ -200,41 +200,26 @@ void forward_impl(const at::Tensor& x, const at::Tensor& flow, at::Tensor& out, 
         geometry_of = b;
       }
       to_pixel_major(x_data + (b * channels + c0) * pixels, count, pixels, source.data(), stride);
-      for (int64_t p0 = 0; p0 < pixels; p0 += kBlock) {
-        const int64_t np = std::min(kBlock, pixels - p0);
-        for (int64_t q = 0; q < np; ++q) {
-          const int64_t p = p0 + q;
-          T* dst = block.data() + q * stride;
-          if (!geo.finite[p]) {
-            std::fill(dst, dst + stride, nan);
-            continue;
-          }
-          const T wx1 = geo.wx1[p], wy1 = geo.wy1[p];
-          const T wx0 = T(1) - wx1, wy0 = T(1) - wy1;
-          const Vec w00(wy0 * wx0), w01(wy0 * wx1), w10(wy1 * wx0), w11(wy1 * wx1);
-          const T* t00 = source.data() + geo.index[0][p] * stride;
-          const T* t01 = source.data() + geo.index[1][p] * stride;
-          const T* t10 = source.data() + geo.index[2][p] * stride;
-          const T* t11 = source.data() + geo.index[3][p] * stride;
-          for (int64_t c = 0; c < stride; c += Vec::size()) {
-            const Vec value = w00 * Vec::loadu(t00 + c) + w01 * Vec::loadu(t01 + c) + w10 * Vec::loadu(t10 + c) +
-                              w11 * Vec::loadu(t11 + c);
-            value.store(dst + c);
-          }
+      for (int64_t p = 0; p < pixels; ++p) {
+        T* dst = result.data() + p * stride;
+        if (!geo.finite[p]) {
+          std::fill(dst, dst + stride, nan);
+          continue;
         }
-        // Block (np pixels x count channels) back to the output planes.
-        T* out_planes = out_data + (b * channels + c0) * pixels + p0;
-        for (int64_t c = 0; c < count; c += 8) {
-          const int64_t nc = std::min<int64_t>(8, count - c);
-          if constexpr (std::is_same_v<T, float>) {
-            if (np == 8 && nc == 8) {
-              at::vec::transpose_mxn<float, 8, 8>(block.data() + c, stride, out_planes + c * pixels, pixels);
-              continue;
-            }
-          }
-          at::vec::transpose_mxn<T>(block.data() + c, stride, out_planes + c * pixels, pixels, np, nc);
+        const T wx1 = geo.wx1[p], wy1 = geo.wy1[p];
+        const T wx0 = T(1) - wx1, wy0 = T(1) - wy1;
+        const Vec w00(wy0 * wx0), w01(wy0 * wx1), w10(wy1 * wx0), w11(wy1 * wx1);
+        const T* t00 = source.data() + geo.index[0][p] * stride;
+        const T* t01 = source.data() + geo.index[1][p] * stride;
+        const T* t10 = source.data() + geo.index[2][p] * stride;
+        const T* t11 = source.data() + geo.index[3][p] * stride;
+        for (int64_t c = 0; c < stride; c += Vec::size()) {
+          const Vec value = w00 * Vec::loadu(t00 + c) + w01 * Vec::loadu(t01 + c) + w10 * Vec::loadu(t10 + c) +
+                            w11 * Vec::loadu(t11 + c);
+          value.store(dst + c);
         }
       }
+      to_channel_major(result.data(), stride, count, pixels, out_data + (b * channels + c0) * pixels);
     }
   });
 }
