@@ -1,0 +1,146 @@
+"""benchmarks/gpu_check.py's logic on CPU: its checks run the Triton kernels under TRITON_INTERPRET=1.
+
+The script itself needs CUDA; here its check functions, failure handling and report writing run
+on tiny CPU tensors (tests/conftest.py switches the interpreter on when there is no GPU).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from pyvidgen._backend import triton_interpreted  # noqa: E402
+
+pytestmark = pytest.mark.triton
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+DEVICE = torch.device("cuda" if torch.cuda.is_available() and not triton_interpreted() else "cpu")
+TINY_TIMING_SHAPES = {"flow_warp": [(1, 2, 6, 6)], "flow_smoothness": [(1, 2, 6, 6)]}
+
+
+@pytest.fixture(scope="module")
+def gpu_check():
+    """The script loaded as a module (it is not part of the package)."""
+    spec = importlib.util.spec_from_file_location("pyvidgen_gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up in sys.modules while the class body is built.
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop(spec.name, None)
+
+
+def test_script_parses_and_lists_every_op(gpu_check):
+    ops = {check.op for factory in gpu_check.CHECKS for check in factory(DEVICE, (torch.float32,), True)}
+    assert ops == {"flow_warp", "flow_smoothness"}
+
+
+def test_tiny_fp32_checks_pass(gpu_check):
+    records = gpu_check.run_correctness(DEVICE, dtypes=(torch.float32,), tiny=True, log=lambda line: None)
+    # 3 padding modes x 2 normalized x 2 shapes, and 2 deltas x 2 shapes.
+    assert len(records) == 12 + 4
+    failed = [(r["name"], r.get("parts"), r.get("error")) for r in records if r["status"] != "pass"]
+    assert not failed
+
+
+def test_tiny_bf16_checks_pass(gpu_check):
+    """bf16 inputs against the fp32 reference with the loose tolerance (the kernels upcast)."""
+    records = gpu_check.run_correctness(DEVICE, dtypes=(torch.bfloat16,), tiny=True, log=lambda line: None)
+    failed = [(r["name"], r.get("parts"), r.get("error")) for r in records if r["status"] != "pass"]
+    assert not failed
+
+
+def test_a_wrong_kernel_is_caught(gpu_check, monkeypatch):
+    """The checks really run the Triton launchers: a perturbed one fails its check."""
+    from pyvidgen.kernels.triton import flow_warp as triton_flow_warp
+
+    launcher = triton_flow_warp.flow_warp_fwd
+    monkeypatch.setattr(triton_flow_warp, "flow_warp_fwd", lambda *args: launcher(*args) + 1e-3)
+    result = gpu_check.check_flow_warp(DEVICE, torch.float32, (1, 2, 5, 7), "border", False, seed=0)
+    assert not result["ok"] and not result["parts"]["out"]["ok"] and result["parts"]["grad_x"]["ok"]
+
+
+def test_compare_flags_errors_and_nan_mismatch(gpu_check):
+    expected = torch.tensor([1.0, 2.0, float("nan"), 4.0])
+    assert gpu_check.compare(expected.clone(), expected, atol=1e-6, rtol=0)["ok"]
+    off = gpu_check.compare(torch.tensor([1.0, 2.5, float("nan"), 4.0]), expected, atol=1e-3, rtol=1e-3)
+    assert not off["ok"] and off["bad"] == 1 and off["max_abs_err"] == pytest.approx(0.5)
+    nan = gpu_check.compare(torch.tensor([float("nan"), 2.0, 3.0, 4.0]), expected, atol=1.0, rtol=1.0)
+    assert not nan["ok"] and nan["bad"] == 2
+    assert not gpu_check.compare(torch.zeros(3), torch.zeros(4), atol=1, rtol=1)["ok"]
+
+
+def test_kink_safe_flow_keeps_positions_off_integers(gpu_check):
+    gen = torch.Generator().manual_seed(0)
+    flow = gpu_check.kink_safe_flow((2, 2, 9, 13), normalized=False, far=True, gen=gen)
+    frac = flow - flow.floor()
+    assert frac.min() >= 0.2 and frac.max() <= 0.8
+    normalized = gpu_check.kink_safe_flow((2, 2, 9, 13), normalized=True, far=False, gen=gen)
+    pixels = normalized * torch.tensor([6.0, 4.0], dtype=torch.float64).view(1, 2, 1, 1)
+    assert (pixels - pixels.floor()).min() >= 0.2 - 1e-9
+
+
+def test_a_raising_or_failing_check_is_recorded_not_fatal(gpu_check, monkeypatch):
+    def broken(device, dtypes, tiny):
+        return [
+            gpu_check.Check("raises", "x", lambda: 1 / 0),
+            gpu_check.Check("wrong", "x", lambda: {"ok": False, "parts": {"out": {"ok": False, "bad": 3}}}),
+            gpu_check.Check("right", "x", lambda: {"ok": True, "parts": {}}),
+        ]
+
+    def factory_error(device, dtypes, tiny):
+        raise RuntimeError("cannot build checks")
+
+    monkeypatch.setattr(gpu_check, "CHECKS", [broken, factory_error])
+    records = gpu_check.run_correctness(DEVICE, log=lambda line: None)
+    assert [r["status"] for r in records] == ["error", "fail", "pass", "error"]
+    assert "ZeroDivisionError" in records[0]["error"] and "cannot build checks" in records[3]["error"]
+    skipped = gpu_check.run_correctness(DEVICE, deadline=0.0, log=lambda line: None)
+    assert [r["status"] for r in skipped[:3]] == ["skipped"] * 3
+
+
+def test_execute_writes_the_report(gpu_check, tmp_path, monkeypatch, capsys):
+    """The whole script flow with tiny checks and tiny eager-only timings; a failure sets the status."""
+    out = tmp_path / "report.json"
+    status = gpu_check.execute(
+        DEVICE,
+        out,
+        dtypes=(torch.float32,),
+        tiny=True,
+        timing_shapes=TINY_TIMING_SHAPES,
+        timing_providers=["eager", "grid_sample"],
+    )
+    assert status == 0
+    report = json.loads(out.read_text())
+    assert report["ok"] is True and report["machine"]["torch"] == torch.__version__
+    assert {(r["op"], r["provider"]) for r in report["timings"] if r["status"] == "ok"} >= {
+        ("flow_warp", "eager"),
+        ("flow_warp", "grid_sample"),
+        ("flow_smoothness", "eager"),
+    }
+    assert "PASS" in capsys.readouterr().out
+
+    monkeypatch.setattr(gpu_check, "CHECKS", [lambda d, t, tiny: [gpu_check.Check("bad", "x", lambda: 1 / 0)]])
+    assert gpu_check.execute(DEVICE, out, timings=False) == 1
+    assert json.loads(out.read_text())["correctness"][0]["status"] == "error"
+
+
+def test_report_name_has_date_and_gpu_slug(gpu_check):
+    path = gpu_check.default_report_path("NVIDIA H200 (141 GB)")
+    assert path.parent.name == "results" and path.name.endswith("-nvidia-h200-141-gb.json")
+    assert path.name.startswith("gpu_check-20")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_main_without_cuda_exits_2(gpu_check, capsys):
+    assert gpu_check.main([]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
