@@ -20,100 +20,13 @@
 #include <type_traits>
 #include <vector>
 
+#include "ops/cpu/flow_warp_geometry.h"
 #include "ops/ops.h"
 
 namespace pyvidgen::cpu {
 namespace {
 
-constexpr int64_t kZeros = 0;
-constexpr int64_t kBorder = 1;
-constexpr int64_t kReflection = 2;
-
-// Maps an integer tap to an index inside [0, size); `valid` is false when zeros padding reads 0.
-inline int64_t tap_index(int64_t k, int64_t size, int64_t mode, bool& valid) {
-  if (mode == kZeros) {
-    valid = k >= 0 && k < size;
-    return std::min(std::max<int64_t>(k, 0), size - 1);
-  }
-  valid = true;
-  if (mode == kBorder || size == 1) return std::min(std::max<int64_t>(k, 0), size - 1);
-  const int64_t period = 2 * (size - 1);
-  int64_t m = k % period;
-  if (m < 0) m += period;
-  return m < size ? m : period - m;
-}
-
-template <typename T>
-struct AxisTaps {
-  int64_t i0, i1;  // in-image indices of the two taps
-  bool v0, v1;     // taps that read the image (false: outside, zeros padding)
-  T w1;            // weight of tap 1, the fractional part of the position
-};
-
-template <typename T>
-inline AxisTaps<T> axis_taps(T p, int64_t size, int64_t mode) {
-  // Fold the position so that its floor fits in int64 without changing value or slope
-  // (see _fold_position in the reference).
-  if (mode == kReflection && size > 1) {
-    const T period = static_cast<T>(2 * (size - 1));
-    p = p - period * std::floor(p / period);
-  } else {
-    p = std::min(std::max(p, static_cast<T>(-2.0)), static_cast<T>(size + 1.0));
-  }
-  const T f = std::floor(p);
-  const int64_t k = static_cast<int64_t>(f);
-  AxisTaps<T> t;
-  t.w1 = p - f;
-  t.i0 = tap_index(k, size, mode, t.v0);
-  t.i1 = tap_index(k + 1, size, mode, t.v1);
-  return t;
-}
-
-// The sampling geometry of every output pixel of one image; it does not depend on the channel.
-// Tap k (00, 01, 10, 11 = row, column offset) of pixel p reads pixel index[k][p] of the source
-// image, or the all-zero sink pixel `pixels` when it reads nothing (zeros padding outside the
-// image, or a non-finite position). Reading a real zero, rather than multiplying by a zero weight,
-// keeps a NaN or inf elsewhere in the image out of the result, as in the reference.
-template <typename T>
-struct ImageGeometry {
-  std::vector<int64_t> index[4];
-  std::vector<T> wx1, wy1;  // fractional parts: weights of the right and lower taps
-  std::vector<unsigned char> finite;
-
-  explicit ImageGeometry(int64_t pixels) : wx1(pixels), wy1(pixels), finite(pixels) {
-    for (auto& ix : index) ix.resize(pixels);
-  }
-
-  // flow_u, flow_v: the image's two flow planes (H*W each).
-  void compute(const T* flow_u, const T* flow_v, int64_t height, int64_t width, int64_t mode, bool normalized) {
-    const int64_t sink = height * width;
-    const T scale_x = static_cast<T>((width - 1) / 2.0);
-    const T scale_y = static_cast<T>((height - 1) / 2.0);
-    for (int64_t i = 0, p = 0; i < height; ++i) {
-      for (int64_t j = 0; j < width; ++j, ++p) {
-        T u = flow_u[p];
-        T v = flow_v[p];
-        if (normalized) {
-          u = u * scale_x;
-          v = v * scale_y;
-        }
-        T px = static_cast<T>(j) + u;
-        T py = static_cast<T>(i) + v;
-        const bool ok = std::isfinite(px) && std::isfinite(py);
-        if (!ok) px = py = T(0);
-        const AxisTaps<T> ax = axis_taps(px, width, mode);
-        const AxisTaps<T> ay = axis_taps(py, height, mode);
-        index[0][p] = ok && ay.v0 && ax.v0 ? ay.i0 * width + ax.i0 : sink;
-        index[1][p] = ok && ay.v0 && ax.v1 ? ay.i0 * width + ax.i1 : sink;
-        index[2][p] = ok && ay.v1 && ax.v0 ? ay.i1 * width + ax.i0 : sink;
-        index[3][p] = ok && ay.v1 && ax.v1 ? ay.i1 * width + ax.i1 : sink;
-        wx1[p] = ax.w1;
-        wy1[p] = ay.w1;
-        finite[p] = ok;
-      }
-    }
-  }
-};
+using flow_warp_geometry::ImageGeometry;
 
 // Channels per work item: all of them when the batch alone gives enough items, else chunks of at
 // least 16 channels. A function of the shape only, so the backward's sums are reproducible.
@@ -130,8 +43,16 @@ int64_t chunk_channels(int64_t batch, int64_t channels) {
 template <typename T>
 void to_pixel_major(const T* src, int64_t count, int64_t pixels, T* dst, int64_t stride) {
   constexpr int64_t kTile = 8;
-  if (count < stride) {
-    for (int64_t p = 0; p < pixels; ++p) std::fill(dst + p * stride + count, dst + (p + 1) * stride, T(0));
+  if (count < kTile) {  // a few channels (an RGB image): a plain loop beats partial-tile transposes
+    using Vec = at::vec::Vectorized<T>;
+    for (int64_t p = 0; p < pixels; ++p) {
+      for (int64_t c = 0; c < stride; c += Vec::size()) Vec(T(0)).store(dst + p * stride + c);
+      for (int64_t c = 0; c < count; ++c) dst[p * stride + c] = src[c * pixels + p];
+    }
+    return;
+  }
+  for (int64_t p = 0; p < pixels && count < stride; ++p) {
+    for (int64_t c = count; c < stride; ++c) dst[p * stride + c] = T(0);  // a loop, not a memset call per pixel
   }
   // Channel tiles outer: eight planes are read front to back at a time, which the prefetcher follows.
   for (int64_t c = 0; c < count; c += kTile) {
@@ -153,6 +74,12 @@ void to_pixel_major(const T* src, int64_t count, int64_t pixels, T* dst, int64_t
 template <typename T>
 void to_channel_major(const T* src, int64_t stride, int64_t count, int64_t pixels, T* dst) {
   constexpr int64_t kTile = 8;
+  if (count < kTile) {
+    for (int64_t c = 0; c < count; ++c) {
+      for (int64_t p = 0; p < pixels; ++p) dst[c * pixels + p] = src[p * stride + c];
+    }
+    return;
+  }
   for (int64_t c = 0; c < count; c += kTile) {
     const int64_t nc = std::min(kTile, count - c);
     for (int64_t p = 0; p < pixels; p += kTile) {
@@ -209,10 +136,10 @@ void forward_impl(const at::Tensor& x, const at::Tensor& flow, at::Tensor& out, 
         const T wx1 = geo.wx1[p], wy1 = geo.wy1[p];
         const T wx0 = T(1) - wx1, wy0 = T(1) - wy1;
         const Vec w00(wy0 * wx0), w01(wy0 * wx1), w10(wy1 * wx0), w11(wy1 * wx1);
-        const T* t00 = source.data() + geo.index[0][p] * stride;
-        const T* t01 = source.data() + geo.index[1][p] * stride;
-        const T* t10 = source.data() + geo.index[2][p] * stride;
-        const T* t11 = source.data() + geo.index[3][p] * stride;
+        const T* t00 = source.data() + int64_t{geo.index[0][p]} * stride;
+        const T* t01 = source.data() + int64_t{geo.index[1][p]} * stride;
+        const T* t10 = source.data() + int64_t{geo.index[2][p]} * stride;
+        const T* t11 = source.data() + int64_t{geo.index[3][p]} * stride;
         for (int64_t c = 0; c < stride; c += Vec::size()) {
           const Vec value = w00 * Vec::loadu(t00 + c) + w01 * Vec::loadu(t01 + c) + w10 * Vec::loadu(t10 + c) +
                             w11 * Vec::loadu(t11 + c);
@@ -281,8 +208,8 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
         const T wx1 = geo.wx1[p], wy1 = geo.wy1[p];
         const T wx0 = T(1) - wx1, wy0 = T(1) - wy1;
         const T* g = upstream.data() + p * stride;
-        const int64_t o00 = geo.index[0][p] * stride, o01 = geo.index[1][p] * stride;
-        const int64_t o10 = geo.index[2][p] * stride, o11 = geo.index[3][p] * stride;
+        const int64_t o00 = int64_t{geo.index[0][p]} * stride, o01 = int64_t{geo.index[1][p]} * stride;
+        const int64_t o10 = int64_t{geo.index[2][p]} * stride, o11 = int64_t{geo.index[3][p]} * stride;
         if (gx_data) {
           // Taps that read nothing go to the sink pixel, which is never copied out.
           const Vec w00(wy0 * wx0), w01(wy0 * wx1), w10(wy1 * wx0), w11(wy1 * wx1);
