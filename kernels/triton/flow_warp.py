@@ -140,6 +140,18 @@ def _pixel_geometry(
 
 
 @triton.jit
+def _program_pixels(blocks_per_image, hw, BLOCK: tl.constexpr):
+    """This program's batch index (int64), pixel offsets in the plane and their mask.
+
+    A flat grid: the batch would be capped at 65535 on the second grid axis.
+    """
+    pid = tl.program_id(0)
+    b = (pid // blocks_per_image).to(tl.int64)
+    offs = (pid % blocks_per_image) * BLOCK + tl.arange(0, BLOCK)
+    return b, offs, offs < hw
+
+
+@triton.jit
 def _flow_warp_fwd_kernel(
     x_ptr,
     flow_ptr,
@@ -159,13 +171,8 @@ def _flow_warp_fwd_kernel(
         cdt = tl.float64
     else:
         cdt = tl.float32
-    # A flat grid: the batch would be capped at 65535 on the second grid axis.
-    pid = tl.program_id(0)
-    b = (pid // blocks_per_image).to(tl.int64)
-    pid_p = pid % blocks_per_image
+    b, offs, pmask = _program_pixels(blocks_per_image, H * W, BLOCK)
     hw = H * W
-    offs = pid_p * BLOCK + tl.arange(0, BLOCK)
-    pmask = offs < hw
     finite, wx0, wx1, wy0, wy1, i00, i01, i10, i11, m00, m01, m10, m11 = _pixel_geometry(
         flow_ptr, b, offs, pmask, H, W, MODE_X, MODE_Y, NORMALIZED, USE_F64
     )
@@ -215,13 +222,8 @@ def _flow_warp_bwd_kernel(
         cdt = tl.float64
     else:
         cdt = tl.float32
-    # A flat grid: the batch would be capped at 65535 on the second grid axis.
-    pid = tl.program_id(0)
-    b = (pid // blocks_per_image).to(tl.int64)
-    pid_p = pid % blocks_per_image
+    b, offs, pmask = _program_pixels(blocks_per_image, H * W, BLOCK)
     hw = H * W
-    offs = pid_p * BLOCK + tl.arange(0, BLOCK)
-    pmask = offs < hw
     finite, wx0, wx1, wy0, wy1, i00, i01, i10, i11, m00, m01, m10, m11 = _pixel_geometry(
         flow_ptr, b, offs, pmask, H, W, MODE_X, MODE_Y, NORMALIZED, USE_F64
     )

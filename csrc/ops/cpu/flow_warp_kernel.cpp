@@ -37,14 +37,37 @@ int64_t chunk_channels(int64_t batch, int64_t channels) {
   return std::max<int64_t>(std::min<int64_t>(std::max<int64_t>(per_chunk, 16), channels), 1);
 }
 
+// Copies `count` channel planes (plane[c * pixels + p]) to a pixel-major buffer
+// (buffer[p * stride + c]) or back, in 8x8 register transposes. Channel tiles are the outer loop
+// so that eight planes stream front to back at a time, which the prefetcher follows.
+template <bool kToPixelMajor, typename T>
+void copy_tiles(const T* src, T* dst, int64_t count, int64_t pixels, int64_t stride) {
+  constexpr int64_t kTile = 8;
+  const int64_t ld_src = kToPixelMajor ? pixels : stride, ld_dst = kToPixelMajor ? stride : pixels;
+  for (int64_t c = 0; c < count; c += kTile) {
+    const int64_t nc = std::min(kTile, count - c);
+    for (int64_t p = 0; p < pixels; p += kTile) {
+      const int64_t np = std::min(kTile, pixels - p);
+      const T* from = kToPixelMajor ? src + c * pixels + p : src + p * stride + c;
+      T* to = kToPixelMajor ? dst + p * stride + c : dst + c * pixels + p;
+      if constexpr (std::is_same_v<T, float>) {
+        if (np == kTile && nc == kTile) {
+          at::vec::transpose_mxn<float, 8, 8>(from, ld_src, to, ld_dst);
+          continue;
+        }
+      }
+      at::vec::transpose_mxn<T>(from, ld_src, to, ld_dst, kToPixelMajor ? nc : np, kToPixelMajor ? np : nc);
+    }
+  }
+}
+
 // Pixel-major copy of `count` channel planes: dst[p * stride + c] = src[c * pixels + p]. In this
 // layout the four taps of a pixel are contiguous runs over the channels, so sampling is plain
 // vector loads instead of gathers. Lanes count..stride-1 are zeroed: whole vectors are summed over.
 template <typename T>
 void to_pixel_major(const T* src, int64_t count, int64_t pixels, T* dst, int64_t stride) {
-  constexpr int64_t kTile = 8;
-  if (count < kTile) {  // a few channels (an RGB image): a plain loop beats partial-tile transposes
-    using Vec = at::vec::Vectorized<T>;
+  using Vec = at::vec::Vectorized<T>;
+  if (count < 8) {  // a few channels (an RGB image): a plain loop beats partial-tile transposes
     for (int64_t p = 0; p < pixels; ++p) {
       for (int64_t c = 0; c < stride; c += Vec::size()) Vec(T(0)).store(dst + p * stride + c);
       for (int64_t c = 0; c < count; ++c) dst[p * stride + c] = src[c * pixels + p];
@@ -54,45 +77,19 @@ void to_pixel_major(const T* src, int64_t count, int64_t pixels, T* dst, int64_t
   for (int64_t p = 0; p < pixels && count < stride; ++p) {
     for (int64_t c = count; c < stride; ++c) dst[p * stride + c] = T(0);  // a loop, not a memset call per pixel
   }
-  // Channel tiles outer: eight planes are read front to back at a time, which the prefetcher follows.
-  for (int64_t c = 0; c < count; c += kTile) {
-    const int64_t nc = std::min(kTile, count - c);
-    for (int64_t p = 0; p < pixels; p += kTile) {
-      const int64_t np = std::min(kTile, pixels - p);
-      if constexpr (std::is_same_v<T, float>) {
-        if (np == kTile && nc == kTile) {
-          at::vec::transpose_mxn<float, 8, 8>(src + c * pixels + p, pixels, dst + p * stride + c, stride);
-          continue;
-        }
-      }
-      at::vec::transpose_mxn<T>(src + c * pixels + p, pixels, dst + p * stride + c, stride, nc, np);
-    }
-  }
+  copy_tiles<true>(src, dst, count, pixels, stride);
 }
 
 // The inverse: dst[c * pixels + p] = src[p * stride + c] for c < count.
 template <typename T>
 void to_channel_major(const T* src, int64_t stride, int64_t count, int64_t pixels, T* dst) {
-  constexpr int64_t kTile = 8;
-  if (count < kTile) {
+  if (count < 8) {
     for (int64_t c = 0; c < count; ++c) {
       for (int64_t p = 0; p < pixels; ++p) dst[c * pixels + p] = src[p * stride + c];
     }
     return;
   }
-  for (int64_t c = 0; c < count; c += kTile) {
-    const int64_t nc = std::min(kTile, count - c);
-    for (int64_t p = 0; p < pixels; p += kTile) {
-      const int64_t np = std::min(kTile, pixels - p);
-      if constexpr (std::is_same_v<T, float>) {
-        if (np == kTile && nc == kTile) {
-          at::vec::transpose_mxn<float, 8, 8>(src + p * stride + c, stride, dst + c * pixels + p, pixels);
-          continue;
-        }
-      }
-      at::vec::transpose_mxn<T>(src + p * stride + c, stride, dst + c * pixels + p, pixels, np, nc);
-    }
-  }
+  copy_tiles<false>(src, dst, count, pixels, stride);
 }
 
 template <typename T>
