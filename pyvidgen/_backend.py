@@ -115,6 +115,13 @@ def available_backends(device: torch.device | str = "cpu") -> dict[str, str]:
     return {name: unavailable_reason(name, device) for name in BACKENDS[1:]}
 
 
+def _cpp_reason(device: torch.device, entry: str | None) -> str:
+    why = unavailable_reason("cpp", device)
+    if not why and entry is not None and not hasattr(_load_cpp()[0], entry):
+        why = f"this build of _C has no {entry}; rebuild it (`make build`)"
+    return why
+
+
 # Dtypes each compiled backend has kernels for; the reference takes every floating dtype.
 _KERNEL_DTYPES = {
     "cpp": (torch.float32, torch.float64),
@@ -122,7 +129,9 @@ _KERNEL_DTYPES = {
 }
 
 
-def resolve(op: str, device: torch.device, dtype: torch.dtype, *, atomics_ok: bool = True) -> str:
+def resolve(
+    op: str, device: torch.device, dtype: torch.dtype, *, atomics_ok: bool = True, cpp_entry: str | None = None
+) -> str:
     """The concrete backend ``op`` runs on for tensors of ``dtype`` on ``device``.
 
     Args:
@@ -132,6 +141,8 @@ def resolve(op: str, device: torch.device, dtype: torch.dtype, *, atomics_ok: bo
         atomics_ok: False when the kernel about to run scatters with atomics (non-deterministic) and
             ``torch.are_deterministic_algorithms_enabled()``: ``auto`` then avoids triton, and an explicit
             "triton" raises.
+        cpp_entry: the function of ``pyvidgen._C`` the op needs; a build without it (older sources)
+            counts as cpp being unavailable for this op.
 
     Raises:
         RuntimeError: an explicitly chosen backend cannot run these tensors; the message says why.
@@ -141,10 +152,10 @@ def resolve(op: str, device: torch.device, dtype: torch.dtype, *, atomics_ok: bo
         if device.type == "cuda" and atomics_ok and not unavailable_reason("triton", device):
             if dtype in _KERNEL_DTYPES["triton"]:
                 return "triton"
-        if device.type == "cpu" and dtype in _KERNEL_DTYPES["cpp"] and not unavailable_reason("cpp", device):
+        if device.type == "cpu" and dtype in _KERNEL_DTYPES["cpp"] and not _cpp_reason(device, cpp_entry):
             return "cpp"
         return "reference"
-    why = unavailable_reason(name, device)
+    why = _cpp_reason(device, cpp_entry) if name == "cpp" else unavailable_reason(name, device)
     if not why and name in _KERNEL_DTYPES and dtype not in _KERNEL_DTYPES[name]:
         supported = ", ".join(str(d).removeprefix("torch.") for d in _KERNEL_DTYPES[name])
         why = f"it has kernels for {supported}, got {str(dtype).removeprefix('torch.')}"
