@@ -1,1 +1,6 @@
 """Synthetic data sets generated on the fly, and loaders for standard files a user already has."""
+
+from pyvidgen.data.moving_digits import MovingDigits, digit_glyphs
+from pyvidgen.data.moving_mnist_file import MovingMNISTFile, load_mnist_idx
+
+__all__ = ["MovingDigits", "MovingMNISTFile", "digit_glyphs", "load_mnist_idx"]
