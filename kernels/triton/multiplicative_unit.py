@@ -1,0 +1,185 @@
+"""Triton multiplicative unit of Video Pixel Networks (forward and closed-form backward).
+
+Semantics are those of :mod:`pyvidgen.kernels.reference.multiplicative_unit`:
+``out = σ(g1)·tanh(σ(g2)·h + σ(g3)·tanh(u))`` with ``(g1, g2, g3, u)`` the four channel blocks of
+``pre``. Elementwise over the B * C * H * W cells of ``h``, with the grid (flat over batch item x
+block of the item's cells) and the overflow-free activations of
+:mod:`pyvidgen.kernels.triton.conv_lstm_gates`; the backward recomputes the activations and
+involves no reduction, so it is deterministic.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from pyvidgen.kernels.triton.conv_lstm_gates import item_elements, stable_sigmoid, stable_tanh
+
+# One fixed configuration (the interpreter cannot autotune): bandwidth bound and elementwise. The
+# backward has about twice the live values per element; half its block keeps both kernels at a
+# similar register count (ptxas for sm_90: 40 registers each, no spills).
+_BLOCK = 1024
+_BLOCK_BWD = 512
+_NUM_WARPS = 4
+
+
+@triton.jit
+def _multiplicative_unit_fwd_kernel(
+    pre_ptr,
+    h_ptr,
+    out_ptr,
+    chw,
+    blocks_per_item,
+    USE_F64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    if USE_F64:
+        cdt = tl.float64
+    else:
+        cdt = tl.float32
+    b, q, mask = item_elements(chw, blocks_per_item, BLOCK)
+    idx = b * chw + q
+    # Block k of element (b, q) sits at (4b + k) * chw + q; pointer steps of chw keep k * chw out
+    # of int32 arithmetic.
+    g1_ptrs = pre_ptr + (b * 4 * chw + q)
+    g2_ptrs = g1_ptrs + chw
+    g3_ptrs = g2_ptrs + chw
+    u_ptrs = g3_ptrs + chw
+    g1 = tl.load(g1_ptrs, mask=mask, other=0.0).to(cdt)
+    g2 = tl.load(g2_ptrs, mask=mask, other=0.0).to(cdt)
+    g3 = tl.load(g3_ptrs, mask=mask, other=0.0).to(cdt)
+    u = tl.load(u_ptrs, mask=mask, other=0.0).to(cdt)
+    h = tl.load(h_ptr + idx, mask=mask, other=0.0).to(cdt)
+    z = stable_sigmoid(g2) * h + stable_sigmoid(g3) * stable_tanh(u, USE_F64)
+    out = stable_sigmoid(g1) * stable_tanh(z, USE_F64)
+    tl.store(out_ptr + idx, out.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _multiplicative_unit_bwd_kernel(
+    grad_out_ptr,
+    pre_ptr,
+    h_ptr,
+    grad_pre_ptr,
+    grad_h_ptr,
+    chw,
+    blocks_per_item,
+    USE_F64: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    if USE_F64:
+        cdt = tl.float64
+    else:
+        cdt = tl.float32
+    b, q, mask = item_elements(chw, blocks_per_item, BLOCK)
+    idx = b * chw + q
+    pre_off = b * 4 * chw + q
+    g1_ptrs = pre_ptr + pre_off
+    g2_ptrs = g1_ptrs + chw
+    g3_ptrs = g2_ptrs + chw
+    u_ptrs = g3_ptrs + chw
+    g1 = tl.load(g1_ptrs, mask=mask, other=0.0).to(cdt)
+    g2 = tl.load(g2_ptrs, mask=mask, other=0.0).to(cdt)
+    g3 = tl.load(g3_ptrs, mask=mask, other=0.0).to(cdt)
+    u = tl.load(u_ptrs, mask=mask, other=0.0).to(cdt)
+    h = tl.load(h_ptr + idx, mask=mask, other=0.0).to(cdt)
+    grad_out = tl.load(grad_out_ptr + idx, mask=mask, other=0.0).to(cdt)
+
+    # The reference's closed form, in its order of operations.
+    s1 = stable_sigmoid(g1)
+    s2 = stable_sigmoid(g2)
+    s3 = stable_sigmoid(g3)
+    tu = stable_tanh(u, USE_F64)
+    tz = stable_tanh(s2 * h + s3 * tu, USE_F64)
+    d_g1 = grad_out * tz * s1 * (1.0 - s1)
+    d_z = grad_out * s1 * (1.0 - tz * tz)
+    d_g2 = d_z * h * s2 * (1.0 - s2)
+    d_g3 = d_z * tu * s3 * (1.0 - s3)
+    d_u = d_z * s3 * (1.0 - tu * tu)
+
+    gty = grad_pre_ptr.dtype.element_ty
+    d1_ptrs = grad_pre_ptr + pre_off
+    d2_ptrs = d1_ptrs + chw
+    d3_ptrs = d2_ptrs + chw
+    du_ptrs = d3_ptrs + chw
+    tl.store(d1_ptrs, d_g1.to(gty), mask=mask)
+    tl.store(d2_ptrs, d_g2.to(gty), mask=mask)
+    tl.store(d3_ptrs, d_g3.to(gty), mask=mask)
+    tl.store(du_ptrs, d_u.to(gty), mask=mask)
+    tl.store(grad_h_ptr + idx, (d_z * s2).to(grad_h_ptr.dtype.element_ty), mask=mask)
+
+
+def _check(pre: Tensor, h: Tensor, block: int) -> None:
+    assert pre.dim() == 4 and h.dim() == 4
+    batch, channels, height, width = h.shape
+    assert tuple(pre.shape) == (batch, 4 * channels, height, width)
+    assert pre.is_contiguous() and h.is_contiguous()
+    assert pre.dtype == h.dtype and pre.device == h.device
+    # Offsets inside one batch item are int32 (see item_elements); the item's offset is int64.
+    assert channels * height * width + block < 2**31
+
+
+def multiplicative_unit_fwd(pre: Tensor, h: Tensor) -> Tensor:
+    """VPN's multiplicative unit.
+
+    Args:
+        pre: (B, 4C, H, W) contiguous pre-activations, blocks g1, g2, g3, u;
+            float16/bfloat16/float32/float64.
+        h: (B, C, H, W) contiguous, same dtype and device.
+
+    Returns:
+        (B, C, H, W) in ``h.dtype`` (computed in float32, float64 for float64).
+    """
+    _check(pre, h, _BLOCK)
+    batch, channels, height, width = h.shape
+    out = torch.empty_like(h)
+    chw = channels * height * width
+    if batch * chw > 0:
+        blocks_per_item = triton.cdiv(chw, _BLOCK)
+        _multiplicative_unit_fwd_kernel[(batch * blocks_per_item,)](
+            pre,
+            h,
+            out,
+            chw,
+            blocks_per_item,
+            USE_F64=h.dtype == torch.float64,
+            BLOCK=_BLOCK,
+            num_warps=_NUM_WARPS,
+        )
+    return out
+
+
+def multiplicative_unit_bwd(grad_out: Tensor, pre: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients of :func:`multiplicative_unit_fwd`, recomputing the activations.
+
+    Args:
+        grad_out: (B, C, H, W) contiguous gradient w.r.t. the output.
+        pre: (B, 4C, H, W) contiguous, as in the forward.
+        h: (B, C, H, W) contiguous, as in the forward.
+
+    Returns:
+        (grad_pre (B, 4C, H, W), grad_h (B, C, H, W)), in ``h.dtype``.
+    """
+    _check(pre, h, _BLOCK_BWD)
+    assert grad_out.shape == h.shape and grad_out.is_contiguous() and grad_out.device == h.device
+    batch, channels, height, width = h.shape
+    grad_pre = torch.empty_like(pre)
+    grad_h = torch.empty_like(h)
+    chw = channels * height * width
+    if batch * chw > 0:
+        blocks_per_item = triton.cdiv(chw, _BLOCK_BWD)
+        _multiplicative_unit_bwd_kernel[(batch * blocks_per_item,)](
+            grad_out,
+            pre,
+            h,
+            grad_pre,
+            grad_h,
+            chw,
+            blocks_per_item,
+            USE_F64=h.dtype == torch.float64,
+            BLOCK=_BLOCK_BWD,
+            num_warps=_NUM_WARPS,
+        )
+    return grad_pre, grad_h
