@@ -1,5 +1,7 @@
 """``torch.nn`` modules built on :mod:`pyvidgen.ops`."""
 
+from pyvidgen.nn.conv_lstm import ConvLSTM, ConvLSTMCell
 from pyvidgen.nn.flow import FlowWarp, HuberPenalty
+from pyvidgen.nn.multiplicative import MultiplicativeUnit, ResidualMultiplicativeBlock
 
-__all__ = ["FlowWarp", "HuberPenalty"]
+__all__ = ["ConvLSTM", "ConvLSTMCell", "FlowWarp", "HuberPenalty", "MultiplicativeUnit", "ResidualMultiplicativeBlock"]
