@@ -21,6 +21,7 @@ PACKAGES = [
     "pyvidgen.models",
     "pyvidgen.data",
     "pyvidgen.cli",
+    "pyvidgen.training",
     "pyvidgen.bench",
     "pyvidgen.kernels",
     "pyvidgen.kernels.reference",

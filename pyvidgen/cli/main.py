@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pyvidgen.cli import bench
+from pyvidgen.cli import bench, train
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--seed", type=int, default=None, help="input seed (default: fresh)")
     check.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     bench.add_arguments(sub.add_parser("bench", help="time the kernels against eager and torch.compile"))
+    train.add_train_arguments(sub.add_parser("train", help="train a paper's model (e.g. st-ae)"))
+    train.add_sample_arguments(sub.add_parser("sample", help="roll out predictions from a checkpoint"))
     demo = sub.add_parser("demo", help="info, check and the quick benchmark table (what `make demo` runs)")
     demo.add_argument("--out", default="bench-results", metavar="DIR", help="where bench.json and bench.png go")
     args = parser.parse_args(argv)
@@ -29,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         return main_check(args.seed, args.device)
     if args.command == "bench":
         return bench.run_bench(args)
+    if args.command == "train":
+        return train.run_train(args)
+    if args.command == "sample":
+        return train.run_sample(args)
     if args.command == "demo":
         from pyvidgen.cli.demo import run_demo
 
