@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from pyvidgen.ops import conv_lstm_gates
 from pyvidgen.ops._checks import check_choice
@@ -157,6 +158,36 @@ class ConvLSTMCell(nn.Module):
             h, c = self._check_state(state, input_gates)
             # In place on the fresh conv output (conv2d's backward does not need its output).
             gates = self.hidden_conv(h).add_(input_gates)
+        return conv_lstm_gates(gates, c, self.peephole)
+
+    @property
+    def joint_kernel(self) -> bool:
+        """Whether input and hidden convolutions have one kernel size, so they can run as one conv."""
+        return self.kernel_size == self.hidden_kernel_size
+
+    def joint_weight(self) -> Tensor:
+        """(4C, in_channels + C, kh, kw): the input and hidden kernels side by side (needs ``joint_kernel``).
+
+        ``conv(cat[x, h], joint_weight) = input_conv(x) + hidden_conv(h)`` in one convolution call,
+        which on a CPU is faster than two convolutions (or one over all time steps) of the same work.
+        """
+        return torch.cat((self.input_conv.weight, self.hidden_conv.weight), dim=1)
+
+    def joint_step(self, x: Tensor, state: State | None, weight: Tensor) -> State:
+        """One time step with the joint convolution: ``weight`` from :meth:`joint_weight` (built once per sequence).
+
+        Args:
+            x: (B, in_channels, H, W).
+            state: (h, c) or None (zeros: only the input part of the convolution runs).
+            weight: (4C, in_channels + C, kh, kw).
+
+        Returns:
+            (h, c_next), each (B, C, H, W).
+        """
+        if state is None:
+            return self.step(self.input_conv(x), None)
+        h, c = self._check_state(state, x)
+        gates = F.conv2d(torch.cat((x, h), dim=1), weight, self.input_conv.bias, padding=self.input_conv.padding)
         return conv_lstm_gates(gates, c, self.peephole)
 
     def forward(self, x: Tensor, state: State | None = None) -> State:
@@ -312,15 +343,24 @@ class ConvLSTM(nn.Module):
             for direction in range(self.num_directions):
                 index = layer * self.num_directions + direction
                 cell = self.cells[index]
-                # One conv over all B*T frames. unbind, not gates[t]: the backward of T selects would
-                # zero-fill and accumulate a full-size gradient per step (O(T^2) traffic); unbind's is one stack.
-                gates = cell.input_conv(flat).unflatten(0, lead).unbind(time_dim)
                 hs: list[Tensor] = [None] * steps  # type: ignore[list-item]
                 cell_state = None if state is None else state[index]
                 order = range(steps) if direction == 0 else range(steps - 1, -1, -1)
-                for t in order:
-                    cell_state = cell.step(gates[t], cell_state)
-                    hs[t] = cell_state[0]
+                # unbind, not x[:, t]: the backward of T selects would zero-fill and accumulate a
+                # full-size gradient per step (O(T^2) traffic); unbind's is one stack.
+                if cell.joint_kernel:
+                    # Equal kernels: one convolution of cat[x_t, h] per step (measured faster on CPU
+                    # than a separate input convolution, even one batched over all steps).
+                    frames, weight = seq.unbind(time_dim), cell.joint_weight()
+                    for t in order:
+                        cell_state = cell.joint_step(frames[t], cell_state, weight)
+                        hs[t] = cell_state[0]
+                else:
+                    # Different kernel sizes: the input convolution runs once over all B*T frames.
+                    gates = cell.input_conv(flat).unflatten(0, lead).unbind(time_dim)
+                    for t in order:
+                        cell_state = cell.step(gates[t], cell_state)
+                        hs[t] = cell_state[0]
                 finals.append(cell_state)
                 outputs.append(torch.stack(hs, dim=time_dim))
             seq = outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
