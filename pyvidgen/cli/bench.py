@@ -23,6 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads before timing")
     parser.add_argument("--out", default="bench-results", metavar="DIR", help="where bench.json and bench.png go")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument(
+        "--layers",
+        action="store_true",
+        help="instead of the ops: a ConvLSTM layer against the usual implementation, and a training step "
+        "of the small ST-AE on the fused ops against the reference",
+    )
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -36,6 +42,8 @@ def run_bench(args: argparse.Namespace) -> int:
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.layers:
+        return _run_layers()
     modes = ("forward", "fwd+bwd") if args.mode == "both" else (args.mode,)
     started = time.perf_counter()
     try:
@@ -65,4 +73,15 @@ def run_bench(args: argparse.Namespace) -> int:
         # matplotlib is an optional (bench extra) dependency: the table and JSON still stand.
         print(f"pyvidgen bench: no plot ({exc}); pip install matplotlib", file=sys.stderr)
     print(f"\nwrote {', '.join(str(p) for p in paths.values())} in {elapsed:.0f} s")
+    return 0
+
+
+def _run_layers() -> int:
+    from pyvidgen.bench.layers import time_conv_lstm_layer
+    from pyvidgen.bench.layers_report import format_layer_table, format_step_table
+    from pyvidgen.bench.model_step import time_st_ae_step
+
+    print(format_layer_table(time_conv_lstm_layer()))
+    print()
+    print(format_step_table(time_st_ae_step()))
     return 0
