@@ -19,7 +19,7 @@ CPP_OK = not cases.available_backends("cpu")["cpp"]
 @pytest.fixture(scope="module")
 def rows():
     providers = ["eager", "grid_sample", "cpp", "triton"]
-    return runner.run(shapes=TINY, providers=providers, device="cpu", **FAST)
+    return runner.run(list(TINY), shapes=TINY, providers=providers, device="cpu", **FAST)
 
 
 def _row(rows, op, mode, provider):

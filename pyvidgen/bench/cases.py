@@ -28,8 +28,10 @@ from torch import Tensor
 
 from pyvidgen import ops
 from pyvidgen._backend import available_backends, backend, triton_interpreted
+from pyvidgen.kernels.reference import conv_lstm_gates as ref_conv_lstm_gates
 from pyvidgen.kernels.reference import flow_smoothness as ref_flow_smoothness
 from pyvidgen.kernels.reference import flow_warp as ref_flow_warp
+from pyvidgen.kernels.reference import multiplicative_unit as ref_multiplicative_unit
 
 MODES = ("forward", "fwd+bwd")
 _MODE_ALIASES = {"forward": "forward", "fwd": "forward", "fwd+bwd": "fwd+bwd", "forward+backward": "fwd+bwd"}
@@ -260,5 +262,81 @@ register(
         shape_doc="flow (B, 2, H, W)",
         shapes=(Shape((16, 2, 64, 64), quick=True, target=True), Shape((4, 2, 256, 256))),
         kwargs={"delta": 1.0},
+    )
+)
+
+
+def _conv_lstm_gates_inputs(
+    dims: tuple[int, ...], device: torch.device, dtype: torch.dtype, gen: torch.Generator
+) -> tuple[Tensor, ...]:
+    batch, channels, height, width = dims
+    # Pre-activations of a few units either side of 0: the sigmoids and tanhs are neither linear nor saturated.
+    gates = _randn((batch, 4 * channels, height, width), gen, device, dtype) * 2.0
+    return gates, _randn(dims, gen, device, dtype)
+
+
+def _conv_lstm_step_reference(gates: Tensor, c: Tensor) -> Tensor:
+    """The reference step with both outputs folded into one tensor (see :func:`_conv_lstm_step`)."""
+    h, c_next = ref_conv_lstm_gates.conv_lstm_gates(gates, c)
+    return h + c_next
+
+
+def _conv_lstm_step(gates: Tensor, c: Tensor) -> Tensor:
+    """``h + c_next`` of the op: the runner times ops of one output, and inside an unrolled ConvLSTM both
+    outputs receive a gradient (h from the layer above, c_next from the next step), which the sum
+    reproduces. Every provider pays for the same extra add."""
+    h, c_next = ops.conv_lstm_gates(gates, c)
+    return h + c_next
+
+
+def _conv_lstm_bytes(inputs: Sequence[Tensor], output: Tensor, mode: str) -> int:
+    """Traffic of the fused step (the folding add is not counted): forward reads gates and c and writes h and
+    c_next; backward reads grad_h, grad_c_next, gates and c and writes grad_gates and grad_c."""
+    gates, c = inputs
+    forward = gates.nbytes + 3 * c.nbytes
+    if mode == "forward":
+        return forward
+    return forward + 2 * c.nbytes + 2 * (gates.nbytes + c.nbytes)
+
+
+def _multiplicative_unit_inputs(
+    dims: tuple[int, ...], device: torch.device, dtype: torch.dtype, gen: torch.Generator
+) -> tuple[Tensor, ...]:
+    batch, channels, height, width = dims
+    pre = _randn((batch, 4 * channels, height, width), gen, device, dtype) * 2.0
+    return pre, _randn(dims, gen, device, dtype)
+
+
+# The CPU kernel's goals for both gate ops: elementwise ops bound by exp/tanh, where fusion saves the
+# intermediates and the backward's recomputation saves storing the activations.
+_GATE_TARGETS = (Target("cpp", "eager", 3.0), Target("cpp", "compiled", 1.0))
+
+register(
+    OpBench(
+        name="conv_lstm_gates",
+        reference=_conv_lstm_step_reference,
+        op=_conv_lstm_step,
+        make_inputs=_conv_lstm_gates_inputs,
+        shape_doc="c (B, C, H, W); gates (B, 4C, H, W); no peepholes (as Patraucean et al.)",
+        shapes=(
+            Shape((16, 64, 32, 32), quick=True, target=True),
+            Shape((4, 256, 16, 16)),
+            # The spatio-temporal autoencoder's memory (Patraucean et al.): 45 channels.
+            Shape((16, 45, 32, 32), quick=True),
+        ),
+        targets=_GATE_TARGETS,
+        bytes_moved=_conv_lstm_bytes,
+    )
+)
+
+register(
+    OpBench(
+        name="multiplicative_unit",
+        reference=ref_multiplicative_unit.multiplicative_unit,
+        op=ops.multiplicative_unit,
+        make_inputs=_multiplicative_unit_inputs,
+        shape_doc="h (B, C, H, W); pre (B, 4C, H, W)",
+        shapes=(Shape((16, 128, 32, 32), quick=True, target=True), Shape((4, 256, 16, 16))),
+        targets=_GATE_TARGETS,
     )
 )
