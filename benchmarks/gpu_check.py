@@ -43,8 +43,10 @@ from torch import Tensor
 
 import pyvidgen
 from pyvidgen import ops
+from pyvidgen.kernels.reference import conv_lstm_gates as ref_conv_lstm_gates
 from pyvidgen.kernels.reference import flow_smoothness as ref_flow_smoothness
 from pyvidgen.kernels.reference import flow_warp as ref_flow_warp
+from pyvidgen.kernels.reference import multiplicative_unit as ref_multiplicative_unit
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BUDGET_S = 270.0
@@ -60,12 +62,25 @@ TOLERANCES = {
 }
 FLOW_WARP_SHAPES = [(3, 5, 17, 23), (2, 64, 64, 64)]
 FLOW_SMOOTHNESS_SHAPES = [(3, 2, 17, 23), (16, 2, 64, 64)]
+# c's / h's (B, C, H, W); the gates / pre-activations have 4C channels. Odd sizes, 1x1 planes, a real one.
+CONV_LSTM_GATES_SHAPES = [(3, 5, 17, 23), (2, 7, 1, 1), (16, 64, 32, 32)]
+MULTIPLICATIVE_UNIT_SHAPES = [(3, 5, 17, 23), (2, 7, 1, 1), (16, 64, 32, 32)]
 # Interpreted Triton on CPU (tests/test_gpu_check_script.py): keep every launch a few programs.
-TINY_SHAPES = {"flow_warp": [(1, 2, 5, 7), (2, 3, 4, 9)], "flow_smoothness": [(1, 2, 5, 7), (2, 1, 9, 3)]}
+TINY_SHAPES = {
+    "flow_warp": [(1, 2, 5, 7), (2, 3, 4, 9)],
+    "flow_smoothness": [(1, 2, 5, 7), (2, 1, 9, 3)],
+    "conv_lstm_gates": [(1, 2, 5, 7), (2, 3, 1, 1)],
+    "multiplicative_unit": [(1, 2, 5, 7), (2, 3, 1, 1)],
+}
+# Ops missing from the benchmark registry are simply not timed; the dims are each registry entry's
+# shape_doc (for conv_lstm_gates and multiplicative_unit: c's / h's (B, C, H, W)).
 TIMING_SHAPES = {
     "flow_warp": [(16, 64, 64, 64), (16, 64, 128, 128)],
     "flow_smoothness": [(16, 2, 64, 64), (16, 2, 128, 128)],
+    "conv_lstm_gates": [(16, 64, 32, 32), (16, 256, 32, 32)],
+    "multiplicative_unit": [(16, 64, 32, 32), (16, 256, 32, 32)],
 }
+PEEPHOLE_KINDS = ("none", "per_pixel", "per_channel")
 
 
 @dataclass(frozen=True)
@@ -193,6 +208,72 @@ def check_flow_smoothness(
     return _verdict(parts, dtype, (loss, grad_flow))
 
 
+def check_conv_lstm_gates(
+    device: torch.device, dtype: torch.dtype, shape: Sequence[int], peephole: str, seed: int
+) -> dict[str, Any]:
+    """Triton ``conv_lstm_gates`` h, c_next and the gradients of gates, c and peephole vs the fp32 reference.
+
+    Args:
+        device: the tensors' device (CUDA; CPU under TRITON_INTERPRET=1).
+        dtype: input dtype of the Triton call; the reference runs in fp32 on the same rounded values.
+        shape: c's (B, C, H, W); gates have 4C channels.
+        peephole: "none", "per_pixel" ((3, C, H, W) weights) or "per_channel" ((3, C, 1, 1)).
+        seed: data seed.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    batch, channels, height, width = shape
+    # Pre-activations of a few units: the activations are neither linear nor saturated.
+    gates = (torch.randn((batch, 4 * channels, height, width), generator=gen) * 2).to(device, dtype)
+    c = torch.randn(tuple(shape), generator=gen).to(device, dtype)
+    weights = None
+    if peephole != "none":
+        weight_shape = (3, channels, height, width) if peephole == "per_pixel" else (3, channels, 1, 1)
+        weights = (torch.randn(weight_shape, generator=gen) * 0.5).to(device, dtype)
+    grad_h = torch.randn(tuple(shape), generator=gen).to(device, dtype)
+    grad_c_next = torch.randn(tuple(shape), generator=gen).to(device, dtype)
+
+    def run(fn: Callable[..., tuple[Tensor, Tensor]], *tensors: Tensor | None) -> list[Tensor]:
+        inputs = [t.requires_grad_() for t in tensors if t is not None]
+        h, c_next = fn(*tensors)
+        grads = torch.autograd.grad((h, c_next), inputs, (grad_h.to(h.dtype), grad_c_next.to(h.dtype)))
+        return [h, c_next, *grads]
+
+    with pyvidgen.backend("triton"):
+        got = run(ops.conv_lstm_gates, gates.clone(), c.clone(), None if weights is None else weights.clone())
+    expected = run(
+        ref_conv_lstm_gates.conv_lstm_gates, gates.float(), c.float(), None if weights is None else weights.float()
+    )
+    names = ["h", "c_next", "grad_gates", "grad_c"] + ([] if weights is None else ["grad_peephole"])
+    tol = TOLERANCES[dtype]
+    parts = {name: compare(a, e, **tol) for name, a, e in zip(names, got, expected, strict=True)}
+    return _verdict(parts, dtype, got)
+
+
+def check_multiplicative_unit(
+    device: torch.device, dtype: torch.dtype, shape: Sequence[int], seed: int
+) -> dict[str, Any]:
+    """Triton ``multiplicative_unit`` and the gradients of pre and h vs the fp32 reference."""
+    gen = torch.Generator().manual_seed(seed)
+    batch, channels, height, width = shape
+    pre = (torch.randn((batch, 4 * channels, height, width), generator=gen) * 2).to(device, dtype)
+    h = torch.randn(tuple(shape), generator=gen).to(device, dtype)
+    grad_out = torch.randn(tuple(shape), generator=gen).to(device, dtype)
+    pt, ht = pre.clone().requires_grad_(), h.clone().requires_grad_()
+    with pyvidgen.backend("triton"):
+        out = ops.multiplicative_unit(pt, ht)
+        grad_pre, grad_h = torch.autograd.grad(out, (pt, ht), grad_out)
+    pr, hr = pre.float().requires_grad_(), h.float().requires_grad_()
+    ref = ref_multiplicative_unit.multiplicative_unit(pr, hr)
+    ref_pre, ref_h = torch.autograd.grad(ref, (pr, hr), grad_out.float())
+    tol = TOLERANCES[dtype]
+    parts = {
+        "out": compare(out, ref, **tol),
+        "grad_pre": compare(grad_pre, ref_pre, **tol),
+        "grad_h": compare(grad_h, ref_h, **tol),
+    }
+    return _verdict(parts, dtype, (out, grad_pre, grad_h))
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -224,10 +305,37 @@ def flow_smoothness_checks(device: torch.device, dtypes: Sequence[torch.dtype], 
     return checks
 
 
+def conv_lstm_gates_checks(device: torch.device, dtypes: Sequence[torch.dtype], tiny: bool) -> list[Check]:
+    """Every peephole kind x dtype x shape."""
+    shapes = TINY_SHAPES["conv_lstm_gates"] if tiny else CONV_LSTM_GATES_SHAPES
+    checks = []
+    for dtype in dtypes:
+        for shape in shapes:
+            for peephole in PEEPHOLE_KINDS:
+                name = f"conv_lstm_gates {_dtype_name(dtype)} {tuple(shape)} peephole={peephole}"
+                run = functools.partial(check_conv_lstm_gates, device, dtype, shape, peephole, len(checks))
+                checks.append(Check(name, "conv_lstm_gates", run))
+    return checks
+
+
+def multiplicative_unit_checks(device: torch.device, dtypes: Sequence[torch.dtype], tiny: bool) -> list[Check]:
+    """Every dtype x shape."""
+    shapes = TINY_SHAPES["multiplicative_unit"] if tiny else MULTIPLICATIVE_UNIT_SHAPES
+    checks = []
+    for dtype in dtypes:
+        for shape in shapes:
+            name = f"multiplicative_unit {_dtype_name(dtype)} {tuple(shape)}"
+            run = functools.partial(check_multiplicative_unit, device, dtype, shape, len(checks))
+            checks.append(Check(name, "multiplicative_unit", run))
+    return checks
+
+
 # One factory per op: (device, dtypes, tiny) -> checks. Append later ops here.
 CHECKS: list[Callable[[torch.device, Sequence[torch.dtype], bool], list[Check]]] = [
     flow_warp_checks,
     flow_smoothness_checks,
+    conv_lstm_gates_checks,
+    multiplicative_unit_checks,
 ]
 
 
@@ -307,6 +415,19 @@ def run_timings(
     return rows
 
 
+def run_layer_timings(device: torch.device | str) -> dict[str, list[dict[str, Any]]]:
+    """Whole-layer and whole-step timings, where launch overhead makes fusion count most: a ConvLSTM
+    layer against the usual per-step implementation, and a training step of the small ST-AE on the
+    fused ops against the reference."""
+    from pyvidgen.bench.layers import time_conv_lstm_layer
+    from pyvidgen.bench.model_step import time_st_ae_step
+
+    return {
+        "conv_lstm_layer": time_conv_lstm_layer(device=device, seconds=1.0, min_runs=5, rounds=3),
+        "st_ae_step": time_st_ae_step(device=device, seconds=2.0, min_runs=5, rounds=3),
+    }
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
@@ -356,6 +477,14 @@ def execute(
         result["elapsed_s"] = round(time.monotonic() - started, 1)
         write_report(path, result)
 
+    if timings and time.monotonic() < started + budget_s - 30:
+        try:
+            result["layers"] = run_layer_timings(device)
+        except Exception:  # noqa: BLE001 - informative, like the op timings
+            result["layers_error"] = traceback.format_exc()
+        result["elapsed_s"] = round(time.monotonic() - started, 1)
+        write_report(path, result)
+
     counts = {s: statuses.count(s) for s in ("pass", "fail", "error", "skipped")}
     print("\ncorrectness: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     for record in result["correctness"]:
@@ -364,6 +493,11 @@ def execute(
             print(f"  {record['status'].upper():7s} {record['name']}: {''.join(detail)}")
     if result.get("timings"):
         print("\n" + bench_report.format_table(result["timings"]))
+    if result.get("layers"):
+        from pyvidgen.bench.layers_report import format_layer_table, format_step_table
+
+        print("\n" + format_layer_table(result["layers"]["conv_lstm_layer"]))
+        print("\n" + format_step_table(result["layers"]["st_ae_step"]))
     if result.get("timings_error"):
         print("\ntimings failed:\n" + result["timings_error"])
     print(f"\n{'PASS' if ok else 'FAIL'} in {result['elapsed_s']} s; report: {path}")

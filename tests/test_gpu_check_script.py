@@ -22,7 +22,13 @@ pytestmark = pytest.mark.triton
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 DEVICE = torch.device("cuda" if torch.cuda.is_available() and not triton_interpreted() else "cpu")
-TINY_TIMING_SHAPES = {"flow_warp": [(1, 2, 6, 6)], "flow_smoothness": [(1, 2, 6, 6)]}
+# Every op the registry may hold: one missing here would be timed at its (large) quick shapes.
+TINY_TIMING_SHAPES = {
+    "flow_warp": [(1, 2, 6, 6)],
+    "flow_smoothness": [(1, 2, 6, 6)],
+    "conv_lstm_gates": [(1, 2, 6, 6)],
+    "multiplicative_unit": [(1, 2, 6, 6)],
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +47,13 @@ def gpu_check():
 
 def test_script_parses_and_lists_every_op(gpu_check):
     ops = {check.op for factory in gpu_check.CHECKS for check in factory(DEVICE, (torch.float32,), True)}
-    assert ops == {"flow_warp", "flow_smoothness"}
+    assert ops == {"flow_warp", "flow_smoothness", "conv_lstm_gates", "multiplicative_unit"}
 
 
 def test_tiny_fp32_checks_pass(gpu_check):
     records = gpu_check.run_correctness(DEVICE, dtypes=(torch.float32,), tiny=True, log=lambda line: None)
-    # 3 padding modes x 2 normalized x 2 shapes, and 2 deltas x 2 shapes.
-    assert len(records) == 12 + 4
+    # 3 padding modes x 2 normalized x 2 shapes, 2 deltas x 2 shapes, 3 peephole kinds x 2 shapes, 2 shapes.
+    assert len(records) == 12 + 4 + 6 + 2
     failed = [(r["name"], r.get("parts"), r.get("error")) for r in records if r["status"] != "pass"]
     assert not failed
 
@@ -67,6 +73,31 @@ def test_a_wrong_kernel_is_caught(gpu_check, monkeypatch):
     monkeypatch.setattr(triton_flow_warp, "flow_warp_fwd", lambda *args: launcher(*args) + 1e-3)
     result = gpu_check.check_flow_warp(DEVICE, torch.float32, (1, 2, 5, 7), "border", False, seed=0)
     assert not result["ok"] and not result["parts"]["out"]["ok"] and result["parts"]["grad_x"]["ok"]
+
+
+def test_a_wrong_peephole_gradient_is_caught(gpu_check, monkeypatch):
+    """The conv_lstm_gates check compares the peephole gradient too (it is reduced outside the kernel)."""
+    from pyvidgen.kernels.triton import conv_lstm_gates as triton_conv_lstm_gates
+
+    launcher = triton_conv_lstm_gates.conv_lstm_gates_bwd
+
+    def perturbed(*args):
+        grad_gates, grad_c, grad_peephole = launcher(*args)
+        return grad_gates, grad_c, grad_peephole * 1.01
+
+    monkeypatch.setattr(triton_conv_lstm_gates, "conv_lstm_gates_bwd", perturbed)
+    result = gpu_check.check_conv_lstm_gates(DEVICE, torch.float32, (2, 3, 4, 5), "per_channel", seed=0)
+    assert not result["ok"] and not result["parts"]["grad_peephole"]["ok"]
+    assert all(result["parts"][name]["ok"] for name in ("h", "c_next", "grad_gates", "grad_c"))
+
+
+def test_a_wrong_multiplicative_unit_is_caught(gpu_check, monkeypatch):
+    from pyvidgen.kernels.triton import multiplicative_unit as triton_multiplicative_unit
+
+    launcher = triton_multiplicative_unit.multiplicative_unit_fwd
+    monkeypatch.setattr(triton_multiplicative_unit, "multiplicative_unit_fwd", lambda *args: launcher(*args) + 1e-3)
+    result = gpu_check.check_multiplicative_unit(DEVICE, torch.float32, (1, 2, 5, 7), seed=0)
+    assert not result["ok"] and not result["parts"]["out"]["ok"] and result["parts"]["grad_h"]["ok"]
 
 
 def test_compare_flags_errors_and_nan_mismatch(gpu_check):

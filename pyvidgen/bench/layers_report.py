@@ -26,8 +26,10 @@ def format_step_table(rows: Sequence[dict[str, Any]]) -> str:
     ]
     for r in rows:
         problem = f"st-ae {r['preset']} {r['batch']}x{r['seq_len']}x{r['size']}^2"
+        fused = "-" if r["fused_op_share"] is None else f"{100 * r['fused_op_share']:.1f}%"
+        convs = "-" if r["convolution_share"] is None else f"{100 * r['convolution_share']:.0f}%"
         lines.append(
             f"{problem:34s} {r['backend']:9s} {r['ms']:10.1f} {r['speedup_vs_reference']:6.2f}x "
-            f"{r['loss_diff_vs_reference']:8.1e} {100 * r['fused_op_share']:8.1f}% {100 * r['convolution_share']:5.0f}%"
+            f"{r['loss_diff_vs_reference']:8.1e} {fused:>9s} {convs:>6s}"
         )
     return "\n".join(lines)
