@@ -25,63 +25,14 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from pyvidgen.kernels.triton.elementwise import item_elements, load_blocks4, stable_sigmoid, stable_tanh, store_blocks4
+
 # One fixed configuration (the interpreter cannot autotune): bandwidth bound and elementwise. The
 # backward has about twice the live values per element; half its block keeps both kernels at a
 # similar register count (ptxas for sm_90: 42 to 56 registers, no spills).
 _BLOCK = 1024
 _BLOCK_BWD = 512
 _NUM_WARPS = 4
-
-
-@triton.jit
-def item_elements(chw, blocks_per_item, BLOCK: tl.constexpr):
-    """This program's batch item and its block of elements in that item.
-
-    Args:
-        chw: elements per batch item, C * H * W (the launcher asserts ``chw + BLOCK < 2**31``).
-        blocks_per_item: ``cdiv(chw, BLOCK)``; the grid has B * blocks_per_item programs (a flat
-            grid: a second grid axis would cap the batch at 65535).
-
-    Returns:
-        ``b`` int64 batch index, ``q`` (BLOCK,) int32 offsets ``ch * H * W + pixel`` in the item
-        and ``mask`` q < chw. Element (b, q) of a (B, C, H, W) tensor is at ``b * chw + q``.
-    """
-    pid = tl.program_id(0)
-    b = (pid // blocks_per_item).to(tl.int64)
-    q = (pid % blocks_per_item) * BLOCK + tl.arange(0, BLOCK)
-    return b, q, q < chw
-
-
-@triton.jit
-def stable_sigmoid(x):
-    """``1 / (1 + exp(-x))`` through ``exp(-|x|)``: no overflow for any x; NaN stays NaN."""
-    e = tl.exp(-tl.abs(x))
-    r = 1.0 / (1.0 + e)
-    # NaN fails the comparison and takes e * r, which is NaN.
-    return tl.where(x >= 0, r, e * r)
-
-
-@triton.jit
-def stable_tanh(x, USE_F64: tl.constexpr):
-    """``tanh(x)`` through ``exp(-2|x|)``: +-1 for large |x| (and +-inf), NaN stays NaN.
-
-    ``(1 - e) / (1 + e)`` loses the relative precision of small results to cancellation, so below
-    0.15 (0.005 in float64) the Taylor polynomial to x^7 takes over: its truncation error there is
-    below half an ulp of the compute dtype.
-    """
-    a = tl.abs(x)
-    e = tl.exp(-2.0 * a)
-    t = (1.0 - e) / (1.0 + e)
-    if USE_F64:
-        small = a < 0.005
-    else:
-        small = a < 0.15
-    # Only small values enter the polynomial: no overflow in the discarded branch.
-    s = tl.where(small, a, 0.0)
-    s2 = s * s
-    p = s * (1.0 + s2 * (-0.3333333333333333 + s2 * (0.13333333333333333 + s2 * -0.05396825396825397)))
-    t = tl.where(small, p, t)
-    return tl.where(x < 0, -t, t)
 
 
 @triton.jit
@@ -118,16 +69,7 @@ def _conv_lstm_gates_fwd_kernel(
         cdt = tl.float32
     b, q, mask = item_elements(chw, blocks_per_item, BLOCK)
     idx = b * chw + q
-    # Gate block k of element (b, q) sits at (4b + k) * chw + q. Successive pointer steps of chw:
-    # k * chw itself could overflow int32 where 4 * chw does not fit.
-    gi_ptrs = gates_ptr + (b * 4 * chw + q)
-    gf_ptrs = gi_ptrs + chw
-    gg_ptrs = gf_ptrs + chw
-    go_ptrs = gg_ptrs + chw
-    gi = tl.load(gi_ptrs, mask=mask, other=0.0).to(cdt)
-    gf = tl.load(gf_ptrs, mask=mask, other=0.0).to(cdt)
-    gg = tl.load(gg_ptrs, mask=mask, other=0.0).to(cdt)
-    go = tl.load(go_ptrs, mask=mask, other=0.0).to(cdt)
+    gi, gf, gg, go = load_blocks4(gates_ptr, b, q, chw, mask, cdt)
     c = tl.load(c_ptr + idx, mask=mask, other=0.0).to(cdt)
     if HAS_PEEPHOLE:
         w_ptrs, w_stride = _peephole_ptrs(peephole_ptr, q, hw, C, chw, PEEPHOLE_PER_PIXEL)
@@ -170,15 +112,7 @@ def _conv_lstm_gates_bwd_kernel(
         cdt = tl.float32
     b, q, mask = item_elements(chw, blocks_per_item, BLOCK)
     idx = b * chw + q
-    gate_off = b * 4 * chw + q
-    gi_ptrs = gates_ptr + gate_off
-    gf_ptrs = gi_ptrs + chw
-    gg_ptrs = gf_ptrs + chw
-    go_ptrs = gg_ptrs + chw
-    gi = tl.load(gi_ptrs, mask=mask, other=0.0).to(cdt)
-    gf = tl.load(gf_ptrs, mask=mask, other=0.0).to(cdt)
-    gg = tl.load(gg_ptrs, mask=mask, other=0.0).to(cdt)
-    go = tl.load(go_ptrs, mask=mask, other=0.0).to(cdt)
+    gi, gf, gg, go = load_blocks4(gates_ptr, b, q, chw, mask, cdt)
     c = tl.load(c_ptr + idx, mask=mask, other=0.0).to(cdt)
     grad_h = tl.load(grad_h_ptr + idx, mask=mask, other=0.0).to(cdt)
     grad_c_next = tl.load(grad_c_next_ptr + idx, mask=mask, other=0.0).to(cdt)
@@ -211,15 +145,7 @@ def _conv_lstm_gates_bwd_kernel(
     if HAS_PEEPHOLE:
         grad_c = grad_c + d_gi * w_ci + d_gf * w_cf
 
-    gty = grad_gates_ptr.dtype.element_ty
-    dgi_ptrs = grad_gates_ptr + gate_off
-    dgf_ptrs = dgi_ptrs + chw
-    dgg_ptrs = dgf_ptrs + chw
-    dgo_ptrs = dgg_ptrs + chw
-    tl.store(dgi_ptrs, d_gi.to(gty), mask=mask)
-    tl.store(dgf_ptrs, d_gf.to(gty), mask=mask)
-    tl.store(dgg_ptrs, d_gg.to(gty), mask=mask)
-    tl.store(dgo_ptrs, d_go.to(gty), mask=mask)
+    store_blocks4(grad_gates_ptr, b, q, chw, mask, d_gi, d_gf, d_gg, d_go)
     tl.store(grad_c_ptr + idx, grad_c.to(grad_c_ptr.dtype.element_ty), mask=mask)
     if HAS_PEEPHOLE:
         # (3, B, C, H, W) contributions: block k at k * n + idx.

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from pyvidgen.kernels.triton.conv_lstm_gates import item_elements, stable_sigmoid, stable_tanh
+from pyvidgen.kernels.triton.elementwise import item_elements, load_blocks4, stable_sigmoid, stable_tanh, store_blocks4
 
 # One fixed configuration (the interpreter cannot autotune): bandwidth bound and elementwise. The
 # backward has about twice the live values per element; half its block keeps both kernels at a
@@ -41,16 +41,7 @@ def _multiplicative_unit_fwd_kernel(
         cdt = tl.float32
     b, q, mask = item_elements(chw, blocks_per_item, BLOCK)
     idx = b * chw + q
-    # Block k of element (b, q) sits at (4b + k) * chw + q; pointer steps of chw keep k * chw out
-    # of int32 arithmetic.
-    g1_ptrs = pre_ptr + (b * 4 * chw + q)
-    g2_ptrs = g1_ptrs + chw
-    g3_ptrs = g2_ptrs + chw
-    u_ptrs = g3_ptrs + chw
-    g1 = tl.load(g1_ptrs, mask=mask, other=0.0).to(cdt)
-    g2 = tl.load(g2_ptrs, mask=mask, other=0.0).to(cdt)
-    g3 = tl.load(g3_ptrs, mask=mask, other=0.0).to(cdt)
-    u = tl.load(u_ptrs, mask=mask, other=0.0).to(cdt)
+    g1, g2, g3, u = load_blocks4(pre_ptr, b, q, chw, mask, cdt)
     h = tl.load(h_ptr + idx, mask=mask, other=0.0).to(cdt)
     z = stable_sigmoid(g2) * h + stable_sigmoid(g3) * stable_tanh(u, USE_F64)
     out = stable_sigmoid(g1) * stable_tanh(z, USE_F64)
@@ -75,15 +66,7 @@ def _multiplicative_unit_bwd_kernel(
         cdt = tl.float32
     b, q, mask = item_elements(chw, blocks_per_item, BLOCK)
     idx = b * chw + q
-    pre_off = b * 4 * chw + q
-    g1_ptrs = pre_ptr + pre_off
-    g2_ptrs = g1_ptrs + chw
-    g3_ptrs = g2_ptrs + chw
-    u_ptrs = g3_ptrs + chw
-    g1 = tl.load(g1_ptrs, mask=mask, other=0.0).to(cdt)
-    g2 = tl.load(g2_ptrs, mask=mask, other=0.0).to(cdt)
-    g3 = tl.load(g3_ptrs, mask=mask, other=0.0).to(cdt)
-    u = tl.load(u_ptrs, mask=mask, other=0.0).to(cdt)
+    g1, g2, g3, u = load_blocks4(pre_ptr, b, q, chw, mask, cdt)
     h = tl.load(h_ptr + idx, mask=mask, other=0.0).to(cdt)
     grad_out = tl.load(grad_out_ptr + idx, mask=mask, other=0.0).to(cdt)
 
@@ -99,15 +82,7 @@ def _multiplicative_unit_bwd_kernel(
     d_g3 = d_z * tu * s3 * (1.0 - s3)
     d_u = d_z * s3 * (1.0 - tu * tu)
 
-    gty = grad_pre_ptr.dtype.element_ty
-    d1_ptrs = grad_pre_ptr + pre_off
-    d2_ptrs = d1_ptrs + chw
-    d3_ptrs = d2_ptrs + chw
-    du_ptrs = d3_ptrs + chw
-    tl.store(d1_ptrs, d_g1.to(gty), mask=mask)
-    tl.store(d2_ptrs, d_g2.to(gty), mask=mask)
-    tl.store(d3_ptrs, d_g3.to(gty), mask=mask)
-    tl.store(du_ptrs, d_u.to(gty), mask=mask)
+    store_blocks4(grad_pre_ptr, b, q, chw, mask, d_g1, d_g2, d_g3, d_u)
     tl.store(grad_h_ptr + idx, (d_z * s2).to(grad_h_ptr.dtype.element_ty), mask=mask)
 
 
