@@ -42,7 +42,13 @@ def _assert_matches_reference(backend, x, flow, dtype, **kwargs):
     expected = _run("reference", x, flow, grad_out, **kwargs)
     actual = _run(backend, x, flow, grad_out, **kwargs)
     for name, a, e in zip(("out", "grad_x", "grad_flow"), actual, expected, strict=True):
-        torch.testing.assert_close(a, e, equal_nan=True, **TOLERANCE[dtype], msg=lambda m, n=name: f"{n}: {m}")
+        tolerance = dict(TOLERANCE[dtype])
+        if name == "grad_flow":
+            # A sum over C channels in another order, then scaled by (W - 1) / 2 for normalised flows:
+            # float32 rounding grows with both, so the tolerance does too.
+            scale = max(1.0, (max(x.shape[-2:]) - 1) / 2) if kwargs.get("normalized") else 1.0
+            tolerance = {k: v * scale * max(1.0, x.shape[1] / 16) for k, v in tolerance.items()}
+        torch.testing.assert_close(a, e, equal_nan=True, **tolerance, msg=lambda m, n=name: f"{n}: {m}")
 
 
 def _shapes_for(backend):
