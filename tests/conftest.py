@@ -6,8 +6,10 @@ is first imported: that is done here, before any test module imports pyvidgen.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import zlib
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -46,3 +48,26 @@ def rng(request) -> torch.Generator:
     seed = (zlib.crc32(request.node.nodeid.encode()) ^ salt) & 0x7FFFFFFF
     print(f"seed: PYVIDGEN_TEST_SEED={salt} (test seed {seed})")
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(True)`` for the duration of the block."""
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def on_one_and_more_threads(run: Callable[[], tuple]) -> tuple[tuple, tuple]:
+    """``run()`` with one intra-op thread and with at least two; the thread count is restored."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = run()
+        torch.set_num_threads(max(2, threads))
+        multi = run()
+    finally:
+        torch.set_num_threads(threads)
+    return single, multi

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,24 +11,9 @@ from hypothesis import strategies as st
 import pyvidgen
 from pyvidgen._backend import cpp_module
 from pyvidgen.ops import conv_lstm_gates
-from tests.conftest import DEVICE, kernel_backends
+from tests.conftest import DEVICE, deterministic_algorithms, kernel_backends, on_one_and_more_threads
 
-
-def _backends_with(module: str) -> list[str]:
-    """The kernel backends, without triton while its kernels for this op are not written yet.
-
-    cpp stays in: a build without this op's entry points fails the tests instead of skipping them.
-    """
-    backends = kernel_backends()
-    if "triton" in backends:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            backends.remove("triton")
-    return backends
-
-
-BACKENDS = _backends_with("pyvidgen.kernels.triton.conv_lstm_gates")
+BACKENDS = kernel_backends()
 PEEPHOLES = (None, "pixel", "channel")
 # Sizes 1, primes, non-powers of two; interpreted Triton gets these small ones only.
 SHAPES = [(2, 3, 5, 7), (1, 1, 1, 1), (3, 1, 2, 3), (2, 5, 1, 1), (1, 2, 1, 9), (2, 2, 7, 1)]
@@ -239,12 +222,9 @@ def test_torch_compile_fullgraph(peephole, rng):
 def test_deterministic(backend, peephole, rng):
     gates, c, weights = _inputs((5, 3, 9, 7), torch.float32, rng, peephole)
     grads = (torch.randn_like(c), torch.randn_like(c))
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic_algorithms():
         first = _run(backend, gates, c, weights, *grads)
         second = _run(backend, gates, c, weights, *grads)
-    finally:
-        torch.use_deterministic_algorithms(False)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
 
@@ -257,14 +237,7 @@ def test_cpp_result_independent_of_thread_count(peephole, rng):
     for shape in [(40, 2, 3, 3), (3, 40, 50, 47)]:
         gates, c, weights = _inputs(shape, torch.float32, rng, peephole)
         grads = (torch.randn_like(c), torch.randn_like(c))
-        threads = torch.get_num_threads()
-        try:
-            torch.set_num_threads(1)
-            single = _run("cpp", gates, c, weights, *grads)
-            torch.set_num_threads(max(2, threads))
-            multi = _run("cpp", gates, c, weights, *grads)
-        finally:
-            torch.set_num_threads(threads)
+        single, multi = on_one_and_more_threads(lambda: _run("cpp", gates, c, weights, *grads))  # noqa: B023
         for a, b in zip(single, multi, strict=True):
             assert torch.equal(a, b)
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import pyvidgen
 from pyvidgen.kernels.reference import flow_warp as reference
 from pyvidgen.ops import PADDING_MODES, flow_warp
-from tests.conftest import DEVICE, kernel_backends
+from tests.conftest import DEVICE, deterministic_algorithms, kernel_backends, on_one_and_more_threads
 from tests.oracles.flow_oracles import flow_warp_flow_derivative_oracle, flow_warp_oracle
 
 BACKENDS = kernel_backends()
@@ -193,16 +193,13 @@ def test_torch_compile_inductor(rng):
 def test_deterministic_mode(backend, rng):
     x, flow = _inputs((2, 20, 9, 7), torch.float32, rng)
     grad_out = torch.randn_like(x)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic_algorithms():
         if backend == "triton":  # grad_x scatters with atomics: refused, with the reason
             with pytest.raises(RuntimeError, match="deterministic"):
                 _run(backend, x, flow, grad_out)
             return
         first = _run(backend, x, flow, grad_out)
         second = _run(backend, x, flow, grad_out)
-    finally:
-        torch.use_deterministic_algorithms(False)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
 
@@ -211,14 +208,7 @@ def test_deterministic_mode(backend, rng):
 def test_cpp_result_independent_of_thread_count(rng):
     x, flow = _inputs((3, 40, 6, 7), torch.float32, rng)
     grad_out = torch.randn_like(x)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        single = _run("cpp", x, flow, grad_out)
-        torch.set_num_threads(max(2, threads))
-        multi = _run("cpp", x, flow, grad_out)
-    finally:
-        torch.set_num_threads(threads)
+    single, multi = on_one_and_more_threads(lambda: _run("cpp", x, flow, grad_out))
     for a, b in zip(single, multi, strict=True):
         assert torch.equal(a, b)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,24 +11,9 @@ from hypothesis import strategies as st
 import pyvidgen
 from pyvidgen._backend import cpp_module
 from pyvidgen.ops import multiplicative_unit
-from tests.conftest import DEVICE, kernel_backends
+from tests.conftest import DEVICE, deterministic_algorithms, kernel_backends, on_one_and_more_threads
 
-
-def _backends_with(module: str) -> list[str]:
-    """The kernel backends, without triton while its kernels for this op are not written yet.
-
-    cpp stays in: a build without this op's entry points fails the tests instead of skipping them.
-    """
-    backends = kernel_backends()
-    if "triton" in backends:
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            backends.remove("triton")
-    return backends
-
-
-BACKENDS = _backends_with("pyvidgen.kernels.triton.multiplicative_unit")
+BACKENDS = kernel_backends()
 # Sizes 1, primes, non-powers of two; interpreted Triton gets these small ones only.
 SHAPES = [(2, 3, 5, 7), (1, 1, 1, 1), (3, 1, 2, 3), (2, 5, 1, 1), (1, 2, 1, 9), (2, 2, 7, 1)]
 # cpp also gets planes longer than one work tile (2048 pixels) with ragged tails, and many channels.
@@ -167,12 +150,9 @@ def test_torch_compile_fullgraph(rng):
 def test_deterministic(backend, rng):
     pre, h = _inputs((5, 3, 9, 7), torch.float32, rng)
     grad_out = torch.randn_like(h)
-    torch.use_deterministic_algorithms(True)
-    try:
+    with deterministic_algorithms():
         first = _run(backend, pre, h, grad_out)
         second = _run(backend, pre, h, grad_out)
-    finally:
-        torch.use_deterministic_algorithms(False)
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
 
@@ -181,14 +161,7 @@ def test_deterministic(backend, rng):
 def test_cpp_result_independent_of_thread_count(rng):
     pre, h = _inputs((3, 40, 50, 47), torch.float32, rng)
     grad_out = torch.randn_like(h)
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        single = _run("cpp", pre, h, grad_out)
-        torch.set_num_threads(max(2, threads))
-        multi = _run("cpp", pre, h, grad_out)
-    finally:
-        torch.set_num_threads(threads)
+    single, multi = on_one_and_more_threads(lambda: _run("cpp", pre, h, grad_out))
     for a, b in zip(single, multi, strict=True):
         assert torch.equal(a, b)
 
