@@ -7,7 +7,7 @@ CSRC := $(shell find csrc -name '*.cpp' -o -name '*.h' 2>/dev/null)
 EXT_STAMP := pyvidgen/.ext-built
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: demo test test-fast lint bench build venv clean
+.PHONY: demo test lint bench build sanitize venv clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,19 @@ build: $(EXT_STAMP)
 test: build
 	$(PY) -m pytest -q -m "not slow"
 	$(PY) -m pytest -q -m slow
+
+# The C++ kernels built with AddressSanitizer + UndefinedBehaviorSanitizer (a separate build, loaded through
+# PYVIDGEN_EXTENSION), then the op tests on the cpp backend: an out-of-bounds access or undefined behaviour
+# aborts the run. Python and torch are not instrumented, so the ASan runtime is preloaded and leak
+# detection (which would report the interpreter's own allocations) is off.
+SAN_DIR := build/sanitize
+sanitize: venv
+	PYVIDGEN_SANITIZE=1 PYVIDGEN_REQUIRE_EXTENSION=1 $(PY) setup.py -q build_ext \
+		--build-lib $(SAN_DIR)/lib --build-temp $(SAN_DIR)/tmp
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libubsan.so)" \
+	ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	PYVIDGEN_EXTENSION="$$(ls $(SAN_DIR)/lib/pyvidgen/_C*.so)" \
+		$(PY) -m pytest -q -p no:cacheprovider -m "not slow" -k "not triton" tests/ops tests/nn tests/models tests/test_backend.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

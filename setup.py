@@ -34,13 +34,26 @@ PACKAGE_DIR = {
 }
 
 
+# PYVIDGEN_SANITIZE=1 builds the extension with AddressSanitizer and UndefinedBehaviorSanitizer (`make
+# sanitize`): any out-of-bounds access, overflow or float-to-int conversion out of range aborts the process.
+# float-cast-overflow is not part of -fsanitize=undefined in GCC, and it is the conversion a huge position makes.
+SANITIZE = os.environ.get("PYVIDGEN_SANITIZE") == "1"
+SANITIZER_FLAGS = ["-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all"]
+
+
 def _cpu_flags() -> list[str]:
     """-O3 plus AVX2/FMA code (at::vec's AVX2 path) when the building machine has them.
 
     The extension is compiled where it is installed, so the build machine's CPU is the run machine's.
-    PYVIDGEN_PORTABLE=1 builds for the baseline ISA instead.
+    PYVIDGEN_PORTABLE=1 builds for the baseline ISA instead. Floating-point contraction is off: an
+    ``a * b + c`` fused into an FMA rounds differently from the reference's two operations, and sampling
+    positions must agree with the reference bit for bit (where floor jumps, one ulp moves a tap by a
+    pixel). The kernels that want FMAs call at::vec::fmadd explicitly.
     """
-    flags = ["-O3", "-std=c++20", "-fopenmp"]
+    flags = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=off"]
+    if SANITIZE:
+        flags = ["-O1", "-g", "-fno-omit-frame-pointer", "-std=c++20", "-fopenmp", "-ffp-contract=off"]
+        flags += SANITIZER_FLAGS
     if os.environ.get("PYVIDGEN_PORTABLE") == "1" or platform.machine() not in ("x86_64", "AMD64"):
         return flags
     try:
@@ -81,7 +94,7 @@ def _extensions() -> tuple[list, dict]:
         sources,
         include_dirs=[os.path.abspath("csrc")],
         extra_compile_args=_cpu_flags(),
-        extra_link_args=["-fopenmp"],
+        extra_link_args=["-fopenmp"] + (SANITIZER_FLAGS if SANITIZE else []),
     )
     return [ext], {"build_ext": OptionalBuildExtension.with_options(use_ninja=True)}
 

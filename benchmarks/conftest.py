@@ -9,9 +9,9 @@ Not collected by a plain ``pytest`` run (testpaths is ``tests``, and addopts ski
 ``PYVIDGEN_BENCH_SECONDS`` the time spent per benchmark (default 1). Triton is never timed under
 ``TRITON_INTERPRET=1``, which is deliberately not set here.
 
-A suite module names its op (``OP = "flow_warp"``) and has one test taking the ``bench_case``
-fixture and the ``provider``, ``mode`` and ``shape`` parameters, which are generated here from the
-registry: provider x mode x shape, with providers unavailable on this machine skipped with a reason.
+``test_bench_ops.py`` times every op of the registry (every op declared with a benchmark entry):
+op x shape x mode x provider, generated here, with providers unavailable on this machine skipped with
+a reason. A new op needs nothing here.
 """
 
 from __future__ import annotations
@@ -35,19 +35,24 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if not {"provider", "mode", "shape"} <= set(metafunc.fixturenames):
+    if not {"op", "provider", "mode", "shape"} <= set(metafunc.fixturenames):
         return
-    entry = cases.get(metafunc.module.OP)
-    # Shape, then mode, then provider: the providers of one case run back to back.
+    # Op, shape, then mode, then provider: the providers of one case run back to back.
     params = [
         pytest.param(
-            provider, mode, shape, id=f"{shape.label}-{mode}-{provider}", marks=[pytest.mark.quick] * shape.quick
+            name,
+            provider,
+            mode,
+            shape,
+            id=f"{name}-{shape.label}-{mode}-{provider}",
+            marks=[pytest.mark.quick] * shape.quick,
         )
+        for name, entry in cases.REGISTRY.items()
         for shape in entry.shapes
         for mode in cases.MODES
         for provider in entry.providers()
     ]
-    metafunc.parametrize(("provider", "mode", "shape"), params)
+    metafunc.parametrize(("op", "provider", "mode", "shape"), params)
 
 
 @pytest.fixture(scope="session", autouse=True)

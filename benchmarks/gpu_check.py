@@ -5,21 +5,25 @@ Run on a CUDA machine with the package installed (``pip install -e .``), from an
 
     python benchmarks/gpu_check.py            # writes benchmarks/results/gpu_check-<date>-<gpu>.json
 
-1. Correctness: each Triton kernel, called through its public op under ``pyvidgen.backend("triton")``,
-   against the reference (:mod:`pyvidgen.kernels.reference`): forward and every input gradient,
-   fp32 (tight tolerance) and bf16 (loose tolerance, against the fp32 reference of the same rounded
-   inputs). Each check runs inside its own try/except: an exception is recorded, never fatal.
+1. Correctness, for every declared op with a Triton backend (:data:`pyvidgen.ops.OPS`), every
+   variant, float32, float64, bfloat16 and float16, at the op's check size and at one of its benchmark
+   sizes: the public op under ``pyvidgen.backend("triton")`` against the reference on the same
+   (upcast) inputs, forward and every input gradient (:func:`pyvidgen.testing.check_backend`, the
+   tolerance of :mod:`pyvidgen.tolerance`); float32 at the op's extreme magnitudes (exploded flows);
+   and each op under ``torch.autocast("cuda")`` in bfloat16 and float16 with mixed-precision inputs
+   (:func:`pyvidgen.testing.check_autocast`). Each check runs inside its own try/except: an exception
+   is recorded, never fatal.
 2. Timings: ``triton.testing.do_bench`` medians of triton vs eager vs ``torch.compile(eager)`` (and
    the op's other baselines, e.g. ``F.grid_sample`` for flow_warp), forward and forward+backward,
-   through :func:`pyvidgen.bench.runner.run` and its registry.
+   through :func:`pyvidgen.bench.runner.run` and its registry (the ops' benchmark sizes); then a
+   ConvLSTM layer and an ST-AE training step.
 3. A JSON report (written after each phase, so an interrupted run keeps what it measured) and a
    printed summary.
 
 Exit status: 0 when every correctness check passed, 1 when one failed, raised or was skipped for
 time, 2 when there is no CUDA device (or ``TRITON_INTERPRET`` is set).
 
-Adding an op: write ``check_<op>`` and ``<op>_checks`` and append the latter to :data:`CHECKS`;
-its timings come from the benchmark registry (shapes in :data:`TIMING_SHAPES`, else its quick ones).
+A new op needs nothing here: its declaration brings its checks and its timings.
 """
 
 from __future__ import annotations
@@ -39,48 +43,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
-import pyvidgen
-from pyvidgen import ops
-from pyvidgen.kernels.reference import conv_lstm_gates as ref_conv_lstm_gates
-from pyvidgen.kernels.reference import flow_smoothness as ref_flow_smoothness
-from pyvidgen.kernels.reference import flow_warp as ref_flow_warp
-from pyvidgen.kernels.reference import multiplicative_unit as ref_multiplicative_unit
+from pyvidgen.ops import OPS
+from pyvidgen.ops._define import DeclaredOp
+from pyvidgen.testing import check_autocast, check_backend
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 BUDGET_S = 270.0
 # Timing groups start only while this much of the budget is left: one group (two torch.compile
 # warm-ups, forward and backward graphs) can take a minute.
 TIMING_RESERVE_S = 60.0
-DTYPES = (torch.float32, torch.bfloat16)
-TOLERANCES = {
-    # fp32: reduction order and FMA contraction differ between the kernel and the reference.
-    torch.float32: {"atol": 1e-4, "rtol": 1e-4},
-    torch.float16: {"atol": 5e-3, "rtol": 5e-3},
-    torch.bfloat16: {"atol": 2e-2, "rtol": 2e-2},
-}
-FLOW_WARP_SHAPES = [(3, 5, 17, 23), (2, 64, 64, 64)]
-FLOW_SMOOTHNESS_SHAPES = [(3, 2, 17, 23), (16, 2, 64, 64)]
-# c's / h's (B, C, H, W); the gates / pre-activations have 4C channels. Odd sizes, 1x1 planes, a real one.
-CONV_LSTM_GATES_SHAPES = [(3, 5, 17, 23), (2, 7, 1, 1), (16, 64, 32, 32)]
-MULTIPLICATIVE_UNIT_SHAPES = [(3, 5, 17, 23), (2, 7, 1, 1), (16, 64, 32, 32)]
-# Interpreted Triton on CPU (tests/test_gpu_check_script.py): keep every launch a few programs.
-TINY_SHAPES = {
-    "flow_warp": [(1, 2, 5, 7), (2, 3, 4, 9)],
-    "flow_smoothness": [(1, 2, 5, 7), (2, 1, 9, 3)],
-    "conv_lstm_gates": [(1, 2, 5, 7), (2, 3, 1, 1)],
-    "multiplicative_unit": [(1, 2, 5, 7), (2, 3, 1, 1)],
-}
-# Ops missing from the benchmark registry are simply not timed; the dims are each registry entry's
-# shape_doc (for conv_lstm_gates and multiplicative_unit: c's / h's (B, C, H, W)).
-TIMING_SHAPES = {
-    "flow_warp": [(16, 64, 64, 64), (16, 64, 128, 128)],
-    "flow_smoothness": [(16, 2, 64, 64), (16, 2, 128, 128)],
-    "conv_lstm_gates": [(16, 64, 32, 32), (16, 256, 32, 32)],
-    "multiplicative_unit": [(16, 64, 32, 32), (16, 256, 32, 32)],
-}
-PEEPHOLE_KINDS = ("none", "per_pixel", "per_channel")
+DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
+_HALF = (torch.bfloat16, torch.float16)
 
 
 @dataclass(frozen=True)
@@ -92,251 +67,68 @@ class Check:
     run: Callable[[], dict[str, Any]]
 
 
-def compare(actual: Tensor, expected: Tensor, atol: float, rtol: float) -> dict[str, Any]:
-    """Elementwise ``|actual - expected| <= atol + rtol * |expected|``, NaN only where expected is NaN.
-
-    Returns:
-        ``ok``, ``max_abs_err`` (over finite pairs), ``bad`` (elements out of tolerance or NaN-mismatched),
-        ``numel``, ``dtype`` and, when they differ, ``shape``/``expected_shape``.
-    """
-    if actual.shape != expected.shape:
-        return {"ok": False, "shape": list(actual.shape), "expected_shape": list(expected.shape)}
-    a, e = actual.detach().double(), expected.detach().double()
-    nan_mismatch = torch.isnan(a) != torch.isnan(e)
-    finite = torch.isfinite(a) & torch.isfinite(e)
-    err = torch.where(finite, (a - e).abs(), torch.zeros_like(a))
-    bad = nan_mismatch | (err > atol + rtol * e.abs()) | (~finite & ~torch.isnan(e) & (a != e))
-    n_bad = int(bad.sum())
-    return {
-        "ok": n_bad == 0,
-        "max_abs_err": float(err.max()) if err.numel() else 0.0,
-        "bad": n_bad,
-        "numel": a.numel(),
-        "dtype": str(actual.dtype).removeprefix("torch."),
-    }
-
-
-def _verdict(parts: dict[str, dict[str, Any]], dtype: torch.dtype, outputs: Sequence[Tensor]) -> dict[str, Any]:
-    dtype_ok = all(t.dtype == dtype for t in outputs)
-    return {"ok": dtype_ok and all(p["ok"] for p in parts.values()), "dtype_ok": dtype_ok, "parts": parts}
-
-
-def kink_safe_flow(shape: Sequence[int], normalized: bool, far: bool, gen: torch.Generator) -> Tensor:
-    """A flow whose source positions stay at least ~0.2 px from integers.
-
-    At integer positions the flow gradient jumps (the reference takes it from the right), so a
-    one-ulp difference in how a kernel rounds ``j + u`` (FMA, bf16 inputs) would flip it and fail a
-    correct kernel. Whole-pixel parts in [-4, 4] (and, with ``far``, up to twice the image size for a
-    tenth of the pixels, to exercise padding) plus a fraction in [0.2, 0.8].
-
-    Args:
-        shape: (B, 2, H, W).
-        normalized: return the flow in [-1, 1] units of the image extent.
-        far: include the large displacements (they lose their fraction in bf16, so fp32 only).
-        gen: CPU generator.
-
-    Returns:
-        (B, 2, H, W) float64 on the CPU.
-    """
-    batch, _, height, width = shape
-    whole = torch.randint(-4, 5, tuple(shape), generator=gen).double()
-    if far:
-        extent = torch.tensor([2 * width, 2 * height], dtype=torch.float64).view(1, 2, 1, 1)
-        big = (torch.rand(tuple(shape), generator=gen, dtype=torch.float64) * 2 - 1) * extent
-        whole = torch.where(torch.rand(tuple(shape), generator=gen) < 0.1, big.round(), whole)
-    flow = whole + 0.2 + 0.6 * torch.rand(tuple(shape), generator=gen, dtype=torch.float64)
-    if normalized:
-        scale = torch.tensor([max(width - 1, 1) / 2, max(height - 1, 1) / 2], dtype=torch.float64)
-        flow = flow / scale.view(1, 2, 1, 1)
-    return flow
-
-
-def check_flow_warp(
-    device: torch.device, dtype: torch.dtype, shape: Sequence[int], padding_mode: str, normalized: bool, seed: int
-) -> dict[str, Any]:
-    """Triton ``flow_warp`` forward, grad_x and grad_flow vs autograd of the fp32 reference.
-
-    Args:
-        device: the tensors' device (CUDA; CPU under TRITON_INTERPRET=1).
-        dtype: input dtype of the Triton call; the reference runs in fp32 on the same rounded values.
-        shape: x's (B, C, H, W).
-        padding_mode: "zeros", "border" or "reflection".
-        normalized: flow in [-1, 1] units.
-        seed: data seed.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    batch, _, height, width = shape
-    x = torch.randn(tuple(shape), generator=gen).to(device, dtype)
-    flow_shape = (batch, 2, height, width)
-    flow = kink_safe_flow(flow_shape, normalized, far=dtype == torch.float32, gen=gen).to(device, dtype)
-    grad_out = torch.randn(tuple(shape), generator=gen).to(device, dtype)
-
-    xt, ft = x.clone().requires_grad_(), flow.clone().requires_grad_()
-    with pyvidgen.backend("triton"):
-        out = ops.flow_warp(xt, ft, padding_mode=padding_mode, normalized=normalized)
-        grad_x, grad_flow = torch.autograd.grad(out, (xt, ft), grad_out)
-
-    xr, fr = x.float().requires_grad_(), flow.float().requires_grad_()
-    ref = ref_flow_warp.flow_warp(xr, fr, padding_mode, normalized)
-    ref_gx, ref_gf = torch.autograd.grad(ref, (xr, fr), grad_out.float())
-    tol = TOLERANCES[dtype]
-    parts = {
-        "out": compare(out, ref, **tol),
-        "grad_x": compare(grad_x, ref_gx, **tol),
-        "grad_flow": compare(grad_flow, ref_gf, **tol),
-    }
-    return _verdict(parts, dtype, (out, grad_x, grad_flow))
-
-
-def check_flow_smoothness(
-    device: torch.device, dtype: torch.dtype, shape: Sequence[int], delta: float, seed: int
-) -> dict[str, Any]:
-    """Triton ``flow_smoothness`` (scalar) and its gradient vs autograd of the fp32 reference."""
-    gen = torch.Generator().manual_seed(seed)
-    # Differences of a few units: both Huber branches for every delta.
-    flow = (torch.randn(tuple(shape), generator=gen) * 1.5).to(device, dtype)
-    grad = (torch.rand((), generator=gen) + 0.5).to(device, dtype)
-    ft = flow.clone().requires_grad_()
-    with pyvidgen.backend("triton"):
-        loss = ops.flow_smoothness(ft, delta=delta)
-        (grad_flow,) = torch.autograd.grad(loss, ft, grad)
-    fr = flow.float().requires_grad_()
-    ref = ref_flow_smoothness.flow_smoothness(fr, delta)
-    (ref_grad,) = torch.autograd.grad(ref, fr, grad.float())
-    tol = TOLERANCES[dtype]
-    parts = {"loss": compare(loss, ref, **tol), "grad_flow": compare(grad_flow, ref_grad, **tol)}
-    return _verdict(parts, dtype, (loss, grad_flow))
-
-
-def check_conv_lstm_gates(
-    device: torch.device, dtype: torch.dtype, shape: Sequence[int], peephole: str, seed: int
-) -> dict[str, Any]:
-    """Triton ``conv_lstm_gates`` h, c_next and the gradients of gates, c and peephole vs the fp32 reference.
-
-    Args:
-        device: the tensors' device (CUDA; CPU under TRITON_INTERPRET=1).
-        dtype: input dtype of the Triton call; the reference runs in fp32 on the same rounded values.
-        shape: c's (B, C, H, W); gates have 4C channels.
-        peephole: "none", "per_pixel" ((3, C, H, W) weights) or "per_channel" ((3, C, 1, 1)).
-        seed: data seed.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    batch, channels, height, width = shape
-    # Pre-activations of a few units: the activations are neither linear nor saturated.
-    gates = (torch.randn((batch, 4 * channels, height, width), generator=gen) * 2).to(device, dtype)
-    c = torch.randn(tuple(shape), generator=gen).to(device, dtype)
-    weights = None
-    if peephole != "none":
-        weight_shape = (3, channels, height, width) if peephole == "per_pixel" else (3, channels, 1, 1)
-        weights = (torch.randn(weight_shape, generator=gen) * 0.5).to(device, dtype)
-    grad_h = torch.randn(tuple(shape), generator=gen).to(device, dtype)
-    grad_c_next = torch.randn(tuple(shape), generator=gen).to(device, dtype)
-
-    def run(fn: Callable[..., tuple[Tensor, Tensor]], *tensors: Tensor | None) -> list[Tensor]:
-        inputs = [t.requires_grad_() for t in tensors if t is not None]
-        h, c_next = fn(*tensors)
-        grads = torch.autograd.grad((h, c_next), inputs, (grad_h.to(h.dtype), grad_c_next.to(h.dtype)))
-        return [h, c_next, *grads]
-
-    with pyvidgen.backend("triton"):
-        got = run(ops.conv_lstm_gates, gates.clone(), c.clone(), None if weights is None else weights.clone())
-    expected = run(
-        ref_conv_lstm_gates.conv_lstm_gates, gates.float(), c.float(), None if weights is None else weights.float()
-    )
-    names = ["h", "c_next", "grad_gates", "grad_c"] + ([] if weights is None else ["grad_peephole"])
-    tol = TOLERANCES[dtype]
-    parts = {name: compare(a, e, **tol) for name, a, e in zip(names, got, expected, strict=True)}
-    return _verdict(parts, dtype, got)
-
-
-def check_multiplicative_unit(
-    device: torch.device, dtype: torch.dtype, shape: Sequence[int], seed: int
-) -> dict[str, Any]:
-    """Triton ``multiplicative_unit`` and the gradients of pre and h vs the fp32 reference."""
-    gen = torch.Generator().manual_seed(seed)
-    batch, channels, height, width = shape
-    pre = (torch.randn((batch, 4 * channels, height, width), generator=gen) * 2).to(device, dtype)
-    h = torch.randn(tuple(shape), generator=gen).to(device, dtype)
-    grad_out = torch.randn(tuple(shape), generator=gen).to(device, dtype)
-    pt, ht = pre.clone().requires_grad_(), h.clone().requires_grad_()
-    with pyvidgen.backend("triton"):
-        out = ops.multiplicative_unit(pt, ht)
-        grad_pre, grad_h = torch.autograd.grad(out, (pt, ht), grad_out)
-    pr, hr = pre.float().requires_grad_(), h.float().requires_grad_()
-    ref = ref_multiplicative_unit.multiplicative_unit(pr, hr)
-    ref_pre, ref_h = torch.autograd.grad(ref, (pr, hr), grad_out.float())
-    tol = TOLERANCES[dtype]
-    parts = {
-        "out": compare(out, ref, **tol),
-        "grad_pre": compare(grad_pre, ref_pre, **tol),
-        "grad_h": compare(grad_h, ref_h, **tol),
-    }
-    return _verdict(parts, dtype, (out, grad_pre, grad_h))
-
-
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def flow_warp_checks(device: torch.device, dtypes: Sequence[torch.dtype], tiny: bool) -> list[Check]:
-    """Every padding mode x normalized x dtype x shape."""
-    shapes = TINY_SHAPES["flow_warp"] if tiny else FLOW_WARP_SHAPES
-    checks = []
+def _check_sizes(op: DeclaredOp, tiny: bool) -> list[tuple[int, ...]]:
+    """The op's check size and, on a GPU, its first benchmark size (interpreted: its two smallest sizes)."""
+    samples = op.spec.samples
+    if tiny:
+        return [tuple(d) for d in samples.dims[:2]]
+    sizes = [tuple(samples.check_dims)]
+    if op.spec.bench is not None:
+        sizes.append(tuple(op.spec.bench.shapes[0].dims))
+    return sizes
+
+
+def _backend_check(op: DeclaredOp, device: torch.device, dtype: torch.dtype, dims, variant, magnitude, seed: int):  # noqa: ANN001, ANN202
+    gen = torch.Generator().manual_seed(seed)
+    args = op.sample(dims, dtype=dtype, device=device, generator=gen, variant=variant, magnitude=magnitude)
+    return check_backend(op, "triton", args, gen, reference_dtype=torch.float32 if dtype in _HALF else None)
+
+
+def _autocast_check(op: DeclaredOp, device: torch.device, dtype: torch.dtype, dims, variant, seed: int):  # noqa: ANN001, ANN202
+    gen = torch.Generator().manual_seed(seed)
+    args = op.sample(dims, dtype=torch.float32, device=device, generator=gen, variant=variant)
+    return check_autocast(op, "triton", args, device.type, dtype, gen)
+
+
+def op_checks(op: DeclaredOp, device: torch.device, dtypes: Sequence[torch.dtype], tiny: bool) -> list[Check]:
+    """Every variant x dtype x size, the extreme magnitudes in float32, and autocast, for one op."""
+    checks: list[Check] = []
+    sizes = _check_sizes(op, tiny)
+    samples = op.spec.samples
     for dtype in dtypes:
-        for shape in shapes:
-            for mode in ops.PADDING_MODES:
-                for normalized in (False, True):
-                    name = f"flow_warp {_dtype_name(dtype)} {tuple(shape)} {mode} normalized={normalized}"
-                    run = functools.partial(check_flow_warp, device, dtype, shape, mode, normalized, len(checks))
-                    checks.append(Check(name, "flow_warp", run))
+        for dims in sizes:
+            for variant in samples.variants:
+                name = f"{op.name} {_dtype_name(dtype)} {dims} {variant.name}"
+                run = functools.partial(_backend_check, op, device, dtype, dims, variant, None, len(checks))
+                checks.append(Check(name, op.name, run))
+    if torch.float32 in dtypes:
+        for magnitude in samples.magnitudes[1:]:
+            for variant in samples.variants:
+                name = f"{op.name} float32 {sizes[0]} {variant.name} magnitude={magnitude:g}"
+                run = functools.partial(
+                    _backend_check, op, device, torch.float32, sizes[0], variant, magnitude, len(checks)
+                )
+                checks.append(Check(name, op.name, run))
+    for dtype in AUTOCAST_DTYPES:
+        if dtype in dtypes or not tiny:
+            for variant in samples.variants:
+                name = f"{op.name} autocast {_dtype_name(dtype)} {sizes[0]} {variant.name}"
+                run = functools.partial(_autocast_check, op, device, dtype, sizes[0], variant, len(checks))
+                checks.append(Check(name, op.name, run))
     return checks
 
 
-def flow_smoothness_checks(device: torch.device, dtypes: Sequence[torch.dtype], tiny: bool) -> list[Check]:
-    """Two deltas x dtype x shape."""
-    shapes = TINY_SHAPES["flow_smoothness"] if tiny else FLOW_SMOOTHNESS_SHAPES
-    checks = []
-    for dtype in dtypes:
-        for shape in shapes:
-            for delta in (1.0, 0.3):
-                name = f"flow_smoothness {_dtype_name(dtype)} {tuple(shape)} delta={delta}"
-                run = functools.partial(check_flow_smoothness, device, dtype, shape, delta, len(checks))
-                checks.append(Check(name, "flow_smoothness", run))
-    return checks
+def declared_checks(device: torch.device, dtypes: Sequence[torch.dtype], tiny: bool) -> list[Check]:
+    """The checks of every declared op that has a Triton backend."""
+    return [c for op in OPS.values() if "triton" in op.spec.backends for c in op_checks(op, device, dtypes, tiny)]
 
 
-def conv_lstm_gates_checks(device: torch.device, dtypes: Sequence[torch.dtype], tiny: bool) -> list[Check]:
-    """Every peephole kind x dtype x shape."""
-    shapes = TINY_SHAPES["conv_lstm_gates"] if tiny else CONV_LSTM_GATES_SHAPES
-    checks = []
-    for dtype in dtypes:
-        for shape in shapes:
-            for peephole in PEEPHOLE_KINDS:
-                name = f"conv_lstm_gates {_dtype_name(dtype)} {tuple(shape)} peephole={peephole}"
-                run = functools.partial(check_conv_lstm_gates, device, dtype, shape, peephole, len(checks))
-                checks.append(Check(name, "conv_lstm_gates", run))
-    return checks
-
-
-def multiplicative_unit_checks(device: torch.device, dtypes: Sequence[torch.dtype], tiny: bool) -> list[Check]:
-    """Every dtype x shape."""
-    shapes = TINY_SHAPES["multiplicative_unit"] if tiny else MULTIPLICATIVE_UNIT_SHAPES
-    checks = []
-    for dtype in dtypes:
-        for shape in shapes:
-            name = f"multiplicative_unit {_dtype_name(dtype)} {tuple(shape)}"
-            run = functools.partial(check_multiplicative_unit, device, dtype, shape, len(checks))
-            checks.append(Check(name, "multiplicative_unit", run))
-    return checks
-
-
-# One factory per op: (device, dtypes, tiny) -> checks. Append later ops here.
-CHECKS: list[Callable[[torch.device, Sequence[torch.dtype], bool], list[Check]]] = [
-    flow_warp_checks,
-    flow_smoothness_checks,
-    conv_lstm_gates_checks,
-    multiplicative_unit_checks,
-]
+# Check factories: (device, dtypes, tiny) -> checks.
+CHECKS: list[Callable[[torch.device, Sequence[torch.dtype], bool], list[Check]]] = [declared_checks]
 
 
 def _failure_summary(result: dict[str, Any]) -> str:
@@ -394,13 +186,16 @@ def run_timings(
     shapes: dict[str, list[tuple[int, ...]]] | None = None,
     providers: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Timing rows of every registered op (no cpp: it is a CPU backend), first shapes of all ops first."""
+    """Timing rows of every registered op (no cpp: it is a CPU backend), first shapes of all ops first.
+
+    Args:
+        shapes: per op, the sizes to time instead of all of its benchmark sizes.
+    """
     from pyvidgen.bench import cases, runner
 
-    shapes = TIMING_SHAPES if shapes is None else shapes
     rows: list[dict[str, Any]] = []
     per_op = {
-        name: [tuple(s) for s in shapes.get(name, [s.dims for s in cases.select_shapes(entry, quick=True)])]
+        name: [tuple(s) for s in (shapes or {}).get(name, [s.dims for s in entry.shapes])]
         for name, entry in cases.REGISTRY.items()
     }
     if providers is None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.util
 import os
+import sys
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -29,7 +31,9 @@ def _validate(name: str) -> str:
     return name
 
 
+@functools.cache
 def _default() -> str:
+    # Read once, when first needed: the choice is looked up on every op call.
     return _validate(os.environ.get("PYVIDGEN_BACKEND", "auto") or "auto")
 
 
@@ -55,10 +59,24 @@ def backend(name: str) -> Iterator[None]:
         _chosen[0] = previous
 
 
+def _import_extension() -> ModuleType:
+    """``pyvidgen._C``, or the build named by ``PYVIDGEN_EXTENSION`` (the sanitizer build of `make sanitize`)."""
+    path = os.environ.get("PYVIDGEN_EXTENSION")
+    if not path:
+        return importlib.import_module("pyvidgen._C")
+    spec = importlib.util.spec_from_file_location("pyvidgen._C", path)
+    if spec is None or not os.path.isfile(path):
+        raise ImportError(f"PYVIDGEN_EXTENSION={path!r} is not an extension module file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pyvidgen._C"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @functools.cache
 def _load_cpp() -> tuple[ModuleType | None, str]:
     try:
-        module = importlib.import_module("pyvidgen._C")
+        module = _import_extension()
     except ImportError as exc:
         return None, (
             f"_C was not built or does not load ({exc}); reinstall with a C++ compiler and "
@@ -115,50 +133,64 @@ def available_backends(device: torch.device | str = "cpu") -> dict[str, str]:
     return {name: unavailable_reason(name, device) for name in BACKENDS[1:]}
 
 
+_REGISTERED: dict[str, bool] = {}
+
+
+def cpp_kernel_registered(entry: str) -> bool:
+    """Whether the loaded ``_C`` registers a CPU kernel for ``pyvidgen_cpp::<entry>`` (older builds may not).
+
+    Asked on every call of an op, so the answer is kept: registrations do not change once ``_C`` is loaded.
+    """
+    known = _REGISTERED.get(entry)
+    if known is None:
+        known = _REGISTERED[entry] = torch._C._dispatch_has_kernel_for_dispatch_key(f"pyvidgen_cpp::{entry}", "CPU")
+    return known
+
+
 def _cpp_reason(device: torch.device, entry: str | None) -> str:
     why = unavailable_reason("cpp", device)
-    if not why and entry is not None and not hasattr(_load_cpp()[0], entry):
-        why = f"this build of _C has no {entry}; rebuild it (`make build`)"
+    if not why and entry is not None and not cpp_kernel_registered(entry):
+        why = f"this build of _C has no kernel for {entry}; rebuild it (`make build`)"
     return why
 
 
-# Dtypes each compiled backend has kernels for; the reference takes every floating dtype.
-_KERNEL_DTYPES = {
-    "cpp": (torch.float32, torch.float64),
-    "triton": (torch.float16, torch.bfloat16, torch.float32, torch.float64),
-}
-
-
 def resolve(
-    op: str, device: torch.device, dtype: torch.dtype, *, atomics_ok: bool = True, cpp_entry: str | None = None
+    op: str,
+    device: torch.device,
+    *,
+    backends: tuple[str, ...] = BACKENDS[1:],
+    atomics_ok: bool = True,
+    cpp_entry: str | None = None,
 ) -> str:
-    """The concrete backend ``op`` runs on for tensors of ``dtype`` on ``device``.
+    """The concrete backend ``op`` runs on for tensors on ``device``.
 
     Args:
         op: the op's name, for error messages.
         device: the device of the op's tensors.
-        dtype: their dtype.
+        backends: the implementations the op has.
         atomics_ok: False when the kernel about to run scatters with atomics (non-deterministic) and
             ``torch.are_deterministic_algorithms_enabled()``: ``auto`` then avoids triton, and an explicit
             "triton" raises.
-        cpp_entry: the function of ``pyvidgen._C`` the op needs; a build without it (older sources)
-            counts as cpp being unavailable for this op.
+        cpp_entry: the ``pyvidgen_cpp`` op the cpp backend would call; a build without its kernel (older
+            sources) counts as cpp being unavailable for this op.
 
     Raises:
         RuntimeError: an explicitly chosen backend cannot run these tensors; the message says why.
     """
     name = get_backend()
     if name == "auto":
-        if device.type == "cuda" and atomics_ok and not unavailable_reason("triton", device):
-            if dtype in _KERNEL_DTYPES["triton"]:
-                return "triton"
-        if device.type == "cpu" and dtype in _KERNEL_DTYPES["cpp"] and not _cpp_reason(device, cpp_entry):
+        kind = device.type
+        if kind == "cuda" and atomics_ok and "triton" in backends and not unavailable_reason("triton", device):
+            return "triton"
+        # _load_cpp() first: loading the extension is what registers its kernels.
+        cpp_ok = "cpp" in backends and not _load_cpp()[1] and (cpp_entry is None or cpp_kernel_registered(cpp_entry))
+        if kind == "cpu" and cpp_ok:
             return "cpp"
         return "reference"
-    why = _cpp_reason(device, cpp_entry) if name == "cpp" else unavailable_reason(name, device)
-    if not why and name in _KERNEL_DTYPES and dtype not in _KERNEL_DTYPES[name]:
-        supported = ", ".join(str(d).removeprefix("torch.") for d in _KERNEL_DTYPES[name])
-        why = f"it has kernels for {supported}, got {str(dtype).removeprefix('torch.')}"
+    if name not in backends:
+        why = f"{op} has no {name} implementation (it has {', '.join(backends)})"
+    else:
+        why = _cpp_reason(device, cpp_entry) if name == "cpp" else unavailable_reason(name, device)
     if not why and name == "triton" and not atomics_ok:
         why = (
             "its kernel accumulates with atomic adds, which is not deterministic, and "

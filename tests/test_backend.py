@@ -35,15 +35,14 @@ def test_unknown_backend_rejected():
 
 def test_auto_resolution_on_cpu():
     cpp_ok = not _backend.unavailable_reason("cpp", torch.device("cpu"))
-    expected = "cpp" if cpp_ok else "reference"
-    assert _backend.resolve("op", torch.device("cpu"), torch.float32) == expected
-    # No cpp kernels for half precision: auto quietly takes the reference.
-    assert _backend.resolve("op", torch.device("cpu"), torch.float16) == "reference"
+    assert _backend.resolve("op", torch.device("cpu")) == ("cpp" if cpp_ok else "reference")
+    # An op without a C++ kernel: auto quietly takes the reference.
+    assert _backend.resolve("op", torch.device("cpu"), backends=("reference", "triton")) == "reference"
 
 
 def test_explicit_unavailable_backend_says_why(monkeypatch):
-    with pyvidgen.backend("cpp"), pytest.raises(RuntimeError, match=r"backend 'cpp' is unavailable: .*float16"):
-        flow_warp(torch.zeros(1, 1, 2, 2, dtype=torch.float16), torch.zeros(1, 2, 2, 2, dtype=torch.float16))
+    with pyvidgen.backend("cpp"), pytest.raises(RuntimeError, match=r"backend 'cpp' is unavailable: op has no cpp"):
+        _backend.resolve("op", torch.device("cpu"), backends=("reference", "triton"))
     monkeypatch.setattr(_backend, "_load_cpp", lambda: (None, "_C was not built (test)"))
     with pyvidgen.backend("cpp"), pytest.raises(RuntimeError, match=r"backend 'cpp' is unavailable: _C was not built"):
         flow_warp(torch.zeros(1, 1, 2, 2), torch.zeros(1, 2, 2, 2))
@@ -52,6 +51,16 @@ def test_explicit_unavailable_backend_says_why(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     with pyvidgen.backend("triton"), pytest.raises(RuntimeError, match=r"triton backend needs CUDA tensors"):
         flow_warp(torch.zeros(1, 1, 2, 2), torch.zeros(1, 2, 2, 2))
+
+
+@pytest.mark.skipif(not pyvidgen.available_backends("cpu")["cpp"] == "", reason="the C++ extension is not built")
+def test_cpp_runs_half_inputs_as_float32_copies(rng):
+    x = torch.randn(1, 3, 4, 5, generator=rng).half()
+    flow = torch.randn(1, 2, 4, 5, generator=rng).half()
+    with pyvidgen.backend("cpp"):
+        out = flow_warp(x, flow)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out, flow_warp(x.float(), flow.float()).half())
 
 
 def test_available_backends_lists_every_backend():
@@ -85,3 +94,15 @@ def test_backends_agree_through_public_api(rng):
     with pyvidgen.backend("reference"):
         expected = flow_warp(x, flow)
     torch.testing.assert_close(flow_warp(x, flow), expected)
+
+
+def test_extension_override():
+    """PYVIDGEN_EXTENSION loads that build of _C (`make sanitize` points it at the instrumented one)."""
+    path = os.environ.get("PYVIDGEN_EXTENSION")
+    if path:
+        assert os.path.samefile(_backend.cpp_module().__file__, path)
+    code = "import pyvidgen; print(pyvidgen.available_backends('cpu')['cpp'])"
+    env = dict(os.environ, PYVIDGEN_EXTENSION="/nonexistent/_C.so")
+    env.pop("LD_PRELOAD", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert "PYVIDGEN_EXTENSION='/nonexistent/_C.so' is not an extension module file" in out.stdout

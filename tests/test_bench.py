@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import pytest
@@ -86,10 +85,18 @@ def test_target_lines():
 
 
 def test_a_failing_provider_is_recorded(monkeypatch):
-    def broken(*args, **kwargs):
-        raise RuntimeError("kernel exploded")
+    class Broken(cases.OpBench):
+        """flow_smoothness whose own kernel raises."""
 
-    entry = dataclasses.replace(cases.get("flow_smoothness"), name="broken_op", op=broken)
+        @property
+        def name(self) -> str:
+            return "broken_op"
+
+        def op(self, *args):
+            raise RuntimeError("kernel exploded")
+
+    smoothness = cases.get("flow_smoothness")
+    entry = Broken(smoothness.declared, smoothness.bench)
     monkeypatch.setitem(cases.REGISTRY, "broken_op", entry)
     rows = runner.run(
         ["broken_op"], shapes={"broken_op": [(1, 2, 4, 4)]}, modes=["forward"], providers=["eager", "cpp"], **FAST
@@ -120,7 +127,8 @@ def test_registry_entries():
         assert any(s.quick for s in entry.shapes) and any(s.target for s in entry.shapes)
         assert entry.providers()[:2] == ["eager", "compiled"] and entry.providers()[-2:] == ["cpp", "triton"]
         inputs = entry.make_inputs((1, 2, 3, 4), torch.device("cpu"), torch.float32, torch.Generator())
-        assert all(t.dtype == torch.float32 for t in inputs)
+        assert all(t.dtype == torch.float32 for t in inputs if isinstance(t, torch.Tensor))
+        assert entry.shape_doc and entry.options == {**entry.declared.spec.defaults, **entry.options}
     assert cases.get("flow_warp").providers() == [
         "eager",
         "compiled",

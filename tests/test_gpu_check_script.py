@@ -17,18 +17,14 @@ import torch
 pytest.importorskip("triton")
 
 from pyvidgen._backend import triton_interpreted  # noqa: E402
+from pyvidgen.ops import OPS  # noqa: E402
 
 pytestmark = pytest.mark.triton
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 DEVICE = torch.device("cuda" if torch.cuda.is_available() and not triton_interpreted() else "cpu")
-# Every op the registry may hold: one missing here would be timed at its (large) quick shapes.
-TINY_TIMING_SHAPES = {
-    "flow_warp": [(1, 2, 6, 6)],
-    "flow_smoothness": [(1, 2, 6, 6)],
-    "conv_lstm_gates": [(1, 2, 6, 6)],
-    "multiplicative_unit": [(1, 2, 6, 6)],
-}
+# Tiny timings for every op the registry holds (one missing would be timed at its large benchmark sizes).
+TINY_TIMING_SHAPES = {name: [op.spec.samples.dims[0]] for name, op in OPS.items()}
 
 
 @pytest.fixture(scope="module")
@@ -45,24 +41,44 @@ def gpu_check():
         sys.modules.pop(spec.name, None)
 
 
-def test_script_parses_and_lists_every_op(gpu_check):
+def test_script_lists_every_declared_op(gpu_check):
     ops = {check.op for factory in gpu_check.CHECKS for check in factory(DEVICE, (torch.float32,), True)}
-    assert ops == {"flow_warp", "flow_smoothness", "conv_lstm_gates", "multiplicative_unit"}
+    assert ops == {name for name, op in OPS.items() if "triton" in op.spec.backends}
+    assert ops >= {"flow_warp", "flow_smoothness", "conv_lstm_gates", "multiplicative_unit"}
+
+
+def test_checks_cover_variants_dtypes_magnitudes_and_autocast(gpu_check):
+    op = OPS["conv_lstm_gates"]
+    names = [c.name for c in gpu_check.op_checks(op, DEVICE, gpu_check.DTYPES, tiny=False)]
+    variants, sizes = len(op.spec.samples.variants), 2
+    assert len(names) == variants * (sizes * len(gpu_check.DTYPES) + len(op.spec.samples.magnitudes) - 1 + 2)
+    assert any("float64" in n for n in names) and any("magnitude=1e+30" in n for n in names)
+    assert any("autocast float16" in n for n in names) and any("(16, 64, 32, 32)" in n for n in names)
 
 
 def test_tiny_fp32_checks_pass(gpu_check):
     records = gpu_check.run_correctness(DEVICE, dtypes=(torch.float32,), tiny=True, log=lambda line: None)
-    # 3 padding modes x 2 normalized x 2 shapes, 2 deltas x 2 shapes, 3 peephole kinds x 2 shapes, 2 shapes.
-    assert len(records) == 12 + 4 + 6 + 2
+    expected = sum(
+        len(op.spec.samples.variants) * (2 + len(op.spec.samples.magnitudes) - 1)
+        for op in OPS.values()
+        if "triton" in op.spec.backends
+    )
+    assert len(records) == expected
     failed = [(r["name"], r.get("parts"), r.get("error")) for r in records if r["status"] != "pass"]
     assert not failed
 
 
 def test_tiny_bf16_checks_pass(gpu_check):
-    """bf16 inputs against the fp32 reference with the loose tolerance (the kernels upcast)."""
+    """bf16 inputs against the fp32 reference with the loose tolerance (the kernels upcast), and autocast."""
     records = gpu_check.run_correctness(DEVICE, dtypes=(torch.bfloat16,), tiny=True, log=lambda line: None)
+    assert any("autocast bfloat16" in r["name"] for r in records)
     failed = [(r["name"], r.get("parts"), r.get("error")) for r in records if r["status"] != "pass"]
     assert not failed
+
+
+def _first_check(gpu_check, op_name, dims=(1, 2, 5, 7), variant=None):
+    op = OPS[op_name]
+    return gpu_check._backend_check(op, DEVICE, torch.float32, dims, op.spec.samples.variant(variant), None, seed=0)
 
 
 def test_a_wrong_kernel_is_caught(gpu_check, monkeypatch):
@@ -71,7 +87,7 @@ def test_a_wrong_kernel_is_caught(gpu_check, monkeypatch):
 
     launcher = triton_flow_warp.flow_warp_fwd
     monkeypatch.setattr(triton_flow_warp, "flow_warp_fwd", lambda *args: launcher(*args) + 1e-3)
-    result = gpu_check.check_flow_warp(DEVICE, torch.float32, (1, 2, 5, 7), "border", False, seed=0)
+    result = _first_check(gpu_check, "flow_warp", variant="border")
     assert not result["ok"] and not result["parts"]["out"]["ok"] and result["parts"]["grad_x"]["ok"]
 
 
@@ -86,7 +102,7 @@ def test_a_wrong_peephole_gradient_is_caught(gpu_check, monkeypatch):
         return grad_gates, grad_c, grad_peephole * 1.01
 
     monkeypatch.setattr(triton_conv_lstm_gates, "conv_lstm_gates_bwd", perturbed)
-    result = gpu_check.check_conv_lstm_gates(DEVICE, torch.float32, (2, 3, 4, 5), "per_channel", seed=0)
+    result = _first_check(gpu_check, "conv_lstm_gates", (2, 3, 4, 5), "peephole=channel")
     assert not result["ok"] and not result["parts"]["grad_peephole"]["ok"]
     assert all(result["parts"][name]["ok"] for name in ("h", "c_next", "grad_gates", "grad_c"))
 
@@ -96,28 +112,16 @@ def test_a_wrong_multiplicative_unit_is_caught(gpu_check, monkeypatch):
 
     launcher = triton_multiplicative_unit.multiplicative_unit_fwd
     monkeypatch.setattr(triton_multiplicative_unit, "multiplicative_unit_fwd", lambda *args: launcher(*args) + 1e-3)
-    result = gpu_check.check_multiplicative_unit(DEVICE, torch.float32, (1, 2, 5, 7), seed=0)
+    result = _first_check(gpu_check, "multiplicative_unit")
     assert not result["ok"] and not result["parts"]["out"]["ok"] and result["parts"]["grad_h"]["ok"]
 
 
-def test_compare_flags_errors_and_nan_mismatch(gpu_check):
-    expected = torch.tensor([1.0, 2.0, float("nan"), 4.0])
-    assert gpu_check.compare(expected.clone(), expected, atol=1e-6, rtol=0)["ok"]
-    off = gpu_check.compare(torch.tensor([1.0, 2.5, float("nan"), 4.0]), expected, atol=1e-3, rtol=1e-3)
-    assert not off["ok"] and off["bad"] == 1 and off["max_abs_err"] == pytest.approx(0.5)
-    nan = gpu_check.compare(torch.tensor([float("nan"), 2.0, 3.0, 4.0]), expected, atol=1.0, rtol=1.0)
-    assert not nan["ok"] and nan["bad"] == 2
-    assert not gpu_check.compare(torch.zeros(3), torch.zeros(4), atol=1, rtol=1)["ok"]
-
-
-def test_kink_safe_flow_keeps_positions_off_integers(gpu_check):
-    gen = torch.Generator().manual_seed(0)
-    flow = gpu_check.kink_safe_flow((2, 2, 9, 13), normalized=False, far=True, gen=gen)
-    frac = flow - flow.floor()
-    assert frac.min() >= 0.2 and frac.max() <= 0.8
-    normalized = gpu_check.kink_safe_flow((2, 2, 9, 13), normalized=True, far=False, gen=gen)
-    pixels = normalized * torch.tensor([6.0, 4.0], dtype=torch.float64).view(1, 2, 1, 1)
-    assert (pixels - pixels.floor()).min() >= 0.2 - 1e-9
+def test_a_wrong_autocast_policy_is_caught(gpu_check, monkeypatch):
+    """An op that ignored autocast would hand mixed dtypes to its checks: the autocast check records the failure."""
+    op = OPS["multiplicative_unit"]
+    monkeypatch.setattr(op, "autocast_arguments", lambda args, device_type: tuple(args))
+    with pytest.raises(TypeError, match=r"pre has dtype torch.bfloat16 but h has dtype torch.float32"):
+        gpu_check._autocast_check(op, DEVICE, torch.bfloat16, (1, 2, 5, 7), op.spec.samples.variants[0], seed=0)
 
 
 def test_a_raising_or_failing_check_is_recorded_not_fatal(gpu_check, monkeypatch):
@@ -157,6 +161,7 @@ def test_execute_writes_the_report(gpu_check, tmp_path, monkeypatch, capsys):
         ("flow_warp", "eager"),
         ("flow_warp", "grid_sample"),
         ("flow_smoothness", "eager"),
+        ("conv_lstm_gates", "eager"),
     }
     assert "PASS" in capsys.readouterr().out
 

@@ -1,32 +1,47 @@
-// flow_smoothness: checks and allocation around the CPU kernels.
+// flow_smoothness: checks and allocation around the CPU kernels, registered as
+// pyvidgen_cpp::flow_smoothness_forward and pyvidgen_cpp::flow_smoothness_backward.
 #include <ATen/ATen.h>
+#include <torch/library.h>
 
-#include "ops/ops.h"
+#include <array>
+#include <cmath>
+
+#include "ops/checks.h"
+#include "ops/cpu/flow_smoothness_kernel.h"
 
 namespace pyvidgen {
 namespace {
 
-void check_flow(const at::Tensor& flow, double delta) {
-  TORCH_CHECK(flow.dim() == 4, "flow_smoothness: flow must be 4-D (B, C, H, W), got ", flow.sizes());
-  TORCH_CHECK(flow.device().is_cpu(), "flow_smoothness: the cpp backend needs CPU tensors");
-  TORCH_CHECK(flow.scalar_type() == at::kFloat || flow.scalar_type() == at::kDouble,
-              "flow_smoothness: the cpp backend supports float32 and float64, got ", flow.scalar_type());
-  TORCH_CHECK(delta > 0, "flow_smoothness: delta must be > 0, got ", delta);
+constexpr const char* kOp = "flow_smoothness";
+
+void check_inputs(const at::Tensor& flow, double delta) {
+  checks::rank(kOp, "flow", flow, 4, "(B, C, H, W)");
+  checks::same_dtype(kOp, "flow", flow, "flow", flow);
+  TORCH_CHECK_VALUE(delta > 0 && std::isfinite(delta), "flow_smoothness: delta must be a finite number > 0, got ",
+                    delta);
+}
+
+at::Tensor flow_smoothness_forward(const at::Tensor& flow, double delta) {
+  check_inputs(flow, delta);
+  return cpu::flow_smoothness_forward_kernel(flow.contiguous(), delta);
+}
+
+at::Tensor flow_smoothness_backward(const at::Tensor& grad_loss, const at::Tensor& flow, double delta,
+                                    std::array<bool, 1> needs_grad) {
+  check_inputs(flow, delta);
+  checks::shape(kOp, "grad_loss", grad_loss, {}, "()");
+  checks::same_dtype(kOp, "grad_loss", grad_loss, "flow", flow);
+  if (!needs_grad[0]) return checks::no_grad_tensor(flow);
+  at::Tensor grad_flow = at::empty_like(flow, at::MemoryFormat::Contiguous);
+  if (flow.numel() > 0) cpu::flow_smoothness_backward_kernel(grad_loss, flow.contiguous(), grad_flow, delta);
+  return grad_flow;
 }
 
 }  // namespace
 
-at::Tensor flow_smoothness_forward(const at::Tensor& flow, double delta) {
-  check_flow(flow, delta);
-  return cpu::flow_smoothness_forward_kernel(flow.contiguous(), delta);
-}
-
-at::Tensor flow_smoothness_backward(const at::Tensor& grad, const at::Tensor& flow, double delta) {
-  check_flow(flow, delta);
-  TORCH_CHECK(grad.dim() == 0 && grad.device().is_cpu(), "flow_smoothness backward: grad must be a 0-dim CPU tensor");
-  at::Tensor grad_flow = at::empty_like(flow, at::MemoryFormat::Contiguous);
-  if (flow.numel() > 0) cpu::flow_smoothness_backward_kernel(grad, flow.contiguous(), grad_flow, delta);
-  return grad_flow;
+TORCH_LIBRARY_IMPL(pyvidgen_cpp, CPU, m) {
+  m.impl("flow_smoothness_forward", &flow_smoothness_forward);
+  m.impl("flow_smoothness_backward", &flow_smoothness_backward);
 }
 
 }  // namespace pyvidgen

@@ -40,7 +40,12 @@ def conv_lstm_gates(gates: Tensor, c: Tensor, peephole: Tensor | None = None) ->
 
 
 def conv_lstm_gates_backward(
-    grad_h: Tensor, grad_c_next: Tensor, gates: Tensor, c: Tensor, peephole: Tensor | None = None
+    grad_h: Tensor,
+    grad_c_next: Tensor,
+    gates: Tensor,
+    c: Tensor,
+    peephole: Tensor | None = None,
+    needs_grad: tuple[bool, bool, bool] = (True, True, True),
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Closed-form gradients of :func:`conv_lstm_gates`, recomputing the activations.
 
@@ -50,6 +55,7 @@ def conv_lstm_gates_backward(
         gates: (B, 4C, H, W) as in the forward.
         c: (B, C, H, W) as in the forward.
         peephole: as in the forward, or None.
+        needs_grad: which of (grad_gates, grad_c, grad_peephole) the caller uses; all are computed.
 
     Returns:
         (grad_gates (B, 4C, H, W), grad_c (B, C, H, W), grad_peephole shaped like ``peephole`` or None).

@@ -50,3 +50,20 @@ def flow_smoothness_grad(flow: Tensor, delta: float = 1.0) -> Tensor:
     grad[..., 1:, :] += gy
     grad[..., :-1, :] -= gy
     return grad
+
+
+def flow_smoothness_backward(
+    grad_loss: Tensor, flow: Tensor, delta: float = 1.0, needs_grad: tuple[bool] = (True,)
+) -> tuple[Tensor]:
+    """``grad_loss * d flow_smoothness / d flow``: the backward of :func:`flow_smoothness`.
+
+    Args:
+        grad_loss: 0-dim gradient of the loss w.r.t. the penalty.
+        flow: (B, C, H, W).
+        delta: Huber threshold.
+        needs_grad: (whether grad_flow is used,); it is computed either way.
+
+    Returns:
+        (grad_flow (B, C, H, W),).
+    """
+    return (flow_smoothness_grad(flow, delta) * grad_loss,)

@@ -48,15 +48,19 @@ def source_positions(flow: Tensor, normalized: bool) -> tuple[Tensor, Tensor]:
 
 
 def _fold_position(p: Tensor, size: int, padding_mode: str) -> Tensor:
-    """Move ``p`` to an equivalent position whose taps fit in int64 (values and slopes unchanged).
+    """Move a finite ``p`` to an equivalent position whose taps are small integers (values and slopes unchanged).
 
     zeros/border: beyond ``[-2, size + 1]`` the sampled value is constant (0 or the edge pixel),
     so clamping there changes neither value nor derivative. reflection: the extended image is
-    periodic, so subtracting whole periods is exact (``floor`` carries no gradient).
+    periodic, so subtracting whole periods changes nothing (``floor`` carries no gradient). The
+    remainder lands in ``[0, period]`` up to one rounding; but where the dtype cannot resolve a
+    period at ``|p|`` (float32 beyond about 2^24 periods, a flow that exploded) it is off by whole
+    rounding steps, so it is clamped to ``[-1, period + 1]``: every tap stays in the image and the
+    result is defined. Every backend does these operations in this order, unfused.
     """
     if padding_mode == "reflection" and size > 1:
         period = 2 * (size - 1)
-        return p - period * torch.floor(p / period)
+        return (p - period * torch.floor(p / period)).clamp(-1.0, period + 1.0)
     return p.clamp(-2.0, size + 1.0)
 
 
@@ -137,6 +141,7 @@ def flow_warp_backward(
     flow: Tensor,
     padding_mode: str = "zeros",
     normalized: bool = False,
+    needs_grad: tuple[bool, bool] = (True, True),
 ) -> tuple[Tensor, Tensor]:
     """Closed-form gradients of :func:`flow_warp` (equal to autograd of it; tested so).
 
@@ -146,6 +151,7 @@ def flow_warp_backward(
         flow: (B, 2, H, W).
         padding_mode: as in :func:`flow_warp`.
         normalized: as in :func:`flow_warp`.
+        needs_grad: which of (grad_x, grad_flow) the caller uses; both are computed.
 
     Returns:
         (grad_x (B, C, H, W), grad_flow (B, 2, H, W)).

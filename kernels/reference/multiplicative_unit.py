@@ -24,13 +24,16 @@ def multiplicative_unit(pre: Tensor, h: Tensor) -> Tensor:
     return torch.sigmoid(g1) * torch.tanh(torch.sigmoid(g2) * h + torch.sigmoid(g3) * torch.tanh(u))
 
 
-def multiplicative_unit_backward(grad_out: Tensor, pre: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+def multiplicative_unit_backward(
+    grad_out: Tensor, pre: Tensor, h: Tensor, needs_grad: tuple[bool, bool] = (True, True)
+) -> tuple[Tensor, Tensor]:
     """Closed-form gradients of :func:`multiplicative_unit`, recomputing the activations.
 
     Args:
         grad_out: (B, C, H, W).
         pre: (B, 4C, H, W).
         h: (B, C, H, W).
+        needs_grad: which of (grad_pre, grad_h) the caller uses; both are computed.
 
     Returns:
         (grad_pre (B, 4C, H, W), grad_h (B, C, H, W)).

@@ -25,7 +25,14 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from pyvidgen.kernels.triton.elementwise import item_elements, load_blocks4, stable_sigmoid, stable_tanh, store_blocks4
+from pyvidgen.kernels.triton.elementwise import (
+    item_elements,
+    load_blocks4,
+    require_index_range,
+    stable_sigmoid,
+    stable_tanh,
+    store_blocks4,
+)
 
 # One fixed configuration (the interpreter cannot autotune): bandwidth bound and elementwise. The
 # backward has about twice the live values per element; half its block keeps both kernels at a
@@ -159,16 +166,18 @@ def _conv_lstm_gates_bwd_kernel(
 
 
 def _check(gates: Tensor, c: Tensor, peephole: Tensor | None, block: int) -> None:
-    assert c.dim() == 4 and gates.dim() == 4
     batch, channels, height, width = c.shape
-    assert tuple(gates.shape) == (batch, 4 * channels, height, width)
-    assert gates.is_contiguous() and c.is_contiguous()
-    assert gates.dtype == c.dtype and gates.device == c.device
-    if peephole is not None:
-        assert tuple(peephole.shape) in ((3, channels, height, width), (3, channels, 1, 1))
-        assert peephole.is_contiguous() and peephole.dtype == c.dtype and peephole.device == c.device
+    peephole_shapes = ((3, channels, height, width), (3, channels, 1, 1))
+    if tuple(gates.shape) != (batch, 4 * channels, height, width) or (
+        peephole is not None and tuple(peephole.shape) not in peephole_shapes
+    ):
+        raise ValueError(f"conv_lstm_gates: shapes do not match c {tuple(c.shape)}")
+    tensors = [t for t in (gates, c, peephole) if t is not None]
+    if not all(t.is_contiguous() and t.dtype == c.dtype and t.device == c.device for t in tensors):
+        raise ValueError("conv_lstm_gates: the Triton launchers take contiguous tensors of one dtype and device")
     # Offsets inside one batch item are int32 (see item_elements); the item's offset is int64.
-    assert channels * height * width + block < 2**31
+    require_index_range("conv_lstm_gates", "C * H * W + BLOCK", channels * height * width + block)
+    require_index_range("conv_lstm_gates", "the program count", batch * triton.cdiv(channels * height * width, block))
 
 
 def _peephole_flags(peephole: Tensor | None) -> tuple[bool, bool]:
@@ -216,12 +225,18 @@ def conv_lstm_gates_fwd(gates: Tensor, c: Tensor, peephole: Tensor | None) -> tu
         USE_F64=c.dtype == torch.float64,
         BLOCK=_BLOCK,
         num_warps=_NUM_WARPS,
+        enable_fp_fusion=True,
     )
     return h, c_next
 
 
 def conv_lstm_gates_bwd(
-    grad_h: Tensor, grad_c_next: Tensor, gates: Tensor, c: Tensor, peephole: Tensor | None
+    grad_h: Tensor,
+    grad_c_next: Tensor,
+    gates: Tensor,
+    c: Tensor,
+    peephole: Tensor | None,
+    needs_grad: tuple[bool, bool, bool] = (True, True, True),
 ) -> tuple[Tensor, Tensor, Tensor | None]:
     """Gradients of :func:`conv_lstm_gates_fwd`, recomputing the activations.
 
@@ -233,6 +248,7 @@ def conv_lstm_gates_bwd(
         gates: (B, 4C, H, W) contiguous, as in the forward.
         c: (B, C, H, W) contiguous, as in the forward.
         peephole: as in the forward, or None.
+        needs_grad: which of the three gradients are used; all come out of the one pass.
 
     Returns:
         (grad_gates (B, 4C, H, W), grad_c (B, C, H, W), grad_peephole shaped like ``peephole`` or
@@ -240,7 +256,8 @@ def conv_lstm_gates_bwd(
     """
     _check(gates, c, peephole, _BLOCK_BWD)
     for grad in (grad_h, grad_c_next):
-        assert grad.shape == c.shape and grad.is_contiguous() and grad.device == c.device
+        if grad.shape != c.shape or not grad.is_contiguous() or grad.device != c.device:
+            raise ValueError(f"conv_lstm_gates: output gradients must be contiguous like c {tuple(c.shape)}")
     batch, channels, height, width = c.shape
     grad_gates = torch.empty_like(gates)
     grad_c = torch.empty_like(c)
@@ -270,6 +287,7 @@ def conv_lstm_gates_bwd(
             USE_F64=c.dtype == torch.float64,
             BLOCK=_BLOCK_BWD,
             num_warps=_NUM_WARPS,
+            enable_fp_fusion=True,
         )
     grad_peephole = None
     if partial is not None:

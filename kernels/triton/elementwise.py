@@ -9,13 +9,25 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+INT32_LIMIT = 2**31
+
+
+def require_index_range(op: str, what: str, value: int) -> None:
+    """Raise unless ``value`` (a largest int32 offset, count or position a launch computes) fits an int32.
+
+    The kernels keep per-item offsets in int32 (cheaper address arithmetic) and widen only the batch
+    part to int64; a launch that would overflow is refused with the sizes, never run.
+    """
+    if value >= INT32_LIMIT:
+        raise ValueError(f"{op}: the Triton kernels need {what} < 2^31, got {value}")
+
 
 @triton.jit
 def item_elements(chw, blocks_per_item, BLOCK: tl.constexpr):
     """This program's batch item and its block of elements in that item.
 
     Args:
-        chw: elements per batch item, C * H * W (the launcher asserts ``chw + BLOCK < 2**31``).
+        chw: elements per batch item, C * H * W (the launcher checks ``chw + BLOCK < 2**31``).
         blocks_per_item: ``cdiv(chw, BLOCK)``; the grid has B * blocks_per_item programs (a flat
             grid: a second grid axis would cap the batch at 65535).
 

@@ -12,6 +12,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from pyvidgen.kernels.triton.elementwise import require_index_range
+
 # One fixed configuration (the interpreter cannot autotune); a purely elementwise, bandwidth-bound
 # pattern, so a large block keeps the number of partial sums small.
 _BLOCK = 1024
@@ -115,10 +117,18 @@ def _flow_smoothness_bwd_kernel(
     tl.store(out_ptr + plane * hw + offs, res.to(out_ptr.dtype.element_ty), mask=pmask)
 
 
-def _check(flow: Tensor) -> None:
-    assert flow.dim() == 4 and flow.is_contiguous()
-    # Offsets inside one plane are int32; only the plane part is widened to int64.
-    assert flow.shape[2] * flow.shape[3] < 2**31
+def _check(flow: Tensor) -> int:
+    """The launch's program count; raises where an int32 offset could overflow."""
+    if flow.dim() != 4 or not flow.is_contiguous():
+        raise ValueError(
+            f"flow_smoothness: the Triton launchers take a contiguous (B, C, H, W) flow, got {tuple(flow.shape)}"
+        )
+    batch, channels, height, width = flow.shape
+    # Offsets inside one plane are int32 (a neighbour sits up to W + 1 past the block); the plane part is int64.
+    require_index_range("flow_smoothness", "H * W + W + BLOCK", height * width + width + _BLOCK)
+    programs = batch * channels * triton.cdiv(height * width, _BLOCK)
+    require_index_range("flow_smoothness", "the program count", programs)
+    return programs
 
 
 def _delta_tensor(delta: float, flow: Tensor) -> Tensor:
@@ -142,13 +152,12 @@ def flow_smoothness_fwd(flow: Tensor, delta: float) -> Tensor:
         delta: Huber threshold, > 0.
 
     Returns:
-        0-dim tensor of ``flow.dtype``.
+        0-dim tensor: float64 for float64 flows, else float32 (a half-precision sum would overflow).
     """
-    _check(flow)
+    n_programs = _check(flow)
     batch, channels, height, width = flow.shape
     acc_dtype = torch.float64 if flow.dtype == torch.float64 else torch.float32
     blocks_per_plane = triton.cdiv(height * width, _BLOCK)
-    n_programs = batch * channels * blocks_per_plane
     partial = torch.empty(n_programs, dtype=acc_dtype, device=flow.device)
     if n_programs > 0:
         _flow_smoothness_fwd_kernel[(n_programs,)](
@@ -161,28 +170,35 @@ def flow_smoothness_fwd(flow: Tensor, delta: float) -> Tensor:
             USE_F64=flow.dtype == torch.float64,
             BLOCK=_BLOCK,
             num_warps=_NUM_WARPS,
+            enable_fp_fusion=True,
         )
-    return partial.sum().to(flow.dtype)
+    return partial.sum()
 
 
-def flow_smoothness_bwd(grad: Tensor, flow: Tensor, delta: float) -> Tensor:
+def flow_smoothness_bwd(
+    grad: Tensor, flow: Tensor, delta: float, needs_grad: tuple[bool] = (True,)
+) -> tuple[Tensor | None]:
     """Gradient of :func:`flow_smoothness_fwd` scaled by the upstream gradient.
 
     Args:
         grad: 0-dim (or one-element) upstream gradient of the scalar penalty, on ``flow.device``.
         flow: (B, C, H, W) contiguous.
         delta: Huber threshold, > 0.
+        needs_grad: (whether grad_flow is needed,).
 
     Returns:
-        (B, C, H, W) in ``flow.dtype``: ``grad * (clamp(d_left) - clamp(d_right) + clamp(d_up) - clamp(d_down))``
-        with ``d`` the forward differences ending/starting at each pixel and ``clamp`` to ``[-delta, delta]``.
+        (grad_flow,): (B, C, H, W) in ``flow.dtype``, ``grad * (clamp(d_left) - clamp(d_right) + clamp(d_up) -
+        clamp(d_down))`` with ``d`` the forward differences ending/starting at each pixel and ``clamp`` to
+        ``[-delta, delta]``; None when not needed.
     """
-    _check(flow)
-    assert grad.numel() == 1 and grad.device == flow.device
+    n_programs = _check(flow)
+    if grad.numel() != 1 or grad.device != flow.device:
+        raise ValueError(f"flow_smoothness: grad must be one element on {flow.device}, got {tuple(grad.shape)}")
+    if not needs_grad[0]:
+        return (None,)
     batch, channels, height, width = flow.shape
     out = torch.empty_like(flow)
     blocks_per_plane = triton.cdiv(height * width, _BLOCK)
-    n_programs = batch * channels * blocks_per_plane
     if n_programs > 0:
         _flow_smoothness_bwd_kernel[(n_programs,)](
             grad.contiguous(),
@@ -195,5 +211,6 @@ def flow_smoothness_bwd(grad: Tensor, flow: Tensor, delta: float) -> Tensor:
             USE_F64=flow.dtype == torch.float64,
             BLOCK=_BLOCK,
             num_warps=_NUM_WARPS,
+            enable_fp_fusion=True,
         )
-    return out
+    return (out,)

@@ -16,7 +16,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-_PADDING_CODES = {"zeros": 0, "border": 1, "reflection": 2}
+from pyvidgen.kernels.reference.flow_warp import PADDING_MODES
+from pyvidgen.kernels.triton.elementwise import require_index_range
 
 # One fixed configuration: the interpreter cannot autotune, and the op is bandwidth bound, so a
 # 128-pixel block with a channel tile small enough to keep the four tap tiles in registers is fine.
@@ -29,7 +30,11 @@ _NUM_WARPS = 4
 
 @triton.jit
 def _fold(p, size, MODE: tl.constexpr, USE_F64: tl.constexpr):
-    """Equivalent position whose taps are small integers (see the reference ``_fold_position``)."""
+    """Equivalent position whose taps are small integers (see the reference ``_fold_position``).
+
+    The kernels are compiled without FP fusion: ``p - period * floor(q)`` as one FMA would round
+    differently from the reference, and land on another tap where floor jumps.
+    """
     if MODE == 2:
         period = 2 * (size - 1)
         if USE_F64:
@@ -38,6 +43,8 @@ def _fold(p, size, MODE: tl.constexpr, USE_F64: tl.constexpr):
             # Plain fp32 `/` may lower to an approximate division on GPUs; the reference rounds exactly.
             q = tl.math.div_rn(p, period * 1.0)
         p = p - period * tl.floor(q)
+        # Off by whole rounding steps where the dtype cannot resolve a period at |p|: keep taps in the image.
+        p = tl.minimum(tl.maximum(p, -1.0), period + 1.0)
     else:
         p = tl.minimum(tl.maximum(p, -2.0), size + 1.0)
     return p
@@ -269,20 +276,29 @@ def _flow_warp_bwd_kernel(
 
 
 def _axis_modes(padding_mode: str, height: int, width: int) -> tuple[int, int]:
-    """Padding code per axis (x, y); reflection of a size-1 axis is the border extension."""
-    mode = _PADDING_CODES[padding_mode]
+    """Padding code (index in PADDING_MODES) per axis (x, y); reflection of a size-1 axis is the border extension."""
+    mode = PADDING_MODES.index(padding_mode)
     mode_x = 1 if mode == 2 and width == 1 else mode
     mode_y = 1 if mode == 2 and height == 1 else mode
     return mode_x, mode_y
 
 
-def _check(x: Tensor, flow: Tensor) -> None:
-    assert x.dim() == 4 and flow.dim() == 4 and flow.shape[1] == 2
-    assert x.shape[0] == flow.shape[0] and x.shape[2:] == flow.shape[2:]
-    assert x.is_contiguous() and flow.is_contiguous()
-    assert x.dtype == flow.dtype and x.device == flow.device
-    # Offsets inside one plane are int32; only the batch/channel part is widened to int64.
-    assert x.shape[2] * x.shape[3] < 2**31
+def _check(x: Tensor, flow: Tensor) -> int:
+    """The launch's program count; raises where an int32 offset could overflow."""
+    if x.dim() != 4 or flow.shape != (x.shape[0], 2, *x.shape[2:]):
+        raise ValueError(
+            f"flow_warp: expected x (B, C, H, W) and flow (B, 2, H, W), got {tuple(x.shape)}, {tuple(flow.shape)}"
+        )
+    if not (x.is_contiguous() and flow.is_contiguous() and x.dtype == flow.dtype and x.device == flow.device):
+        raise ValueError("flow_warp: the Triton launchers take contiguous tensors of one dtype and device")
+    height, width = x.shape[2:]
+    # Offsets inside one plane, tap indices and clamped positions (up to size + 1, or a reflection period
+    # 2 (size - 1)) are int32; the batch/channel part of an address is int64.
+    require_index_range("flow_warp", "H * W", height * width + _BLOCK)
+    require_index_range("flow_warp", "2 * max(H, W)", 2 * max(height, width) + 2)
+    programs = x.shape[0] * triton.cdiv(height * width, _BLOCK)
+    require_index_range("flow_warp", "the program count B * cdiv(H * W, 128)", programs)
+    return programs
 
 
 def flow_warp_fwd(x: Tensor, flow: Tensor, padding_mode: str, normalized: bool) -> Tensor:
@@ -297,14 +313,14 @@ def flow_warp_fwd(x: Tensor, flow: Tensor, padding_mode: str, normalized: bool) 
     Returns:
         (B, C, H, W) in ``x.dtype``; NaN in every channel of a pixel whose source position is not finite.
     """
-    _check(x, flow)
+    programs = _check(x, flow)
     batch, channels, height, width = x.shape
     out = torch.empty_like(x)
     if out.numel() == 0:
         return out
     mode_x, mode_y = _axis_modes(padding_mode, height, width)
     blocks_per_image = triton.cdiv(height * width, _BLOCK)
-    _flow_warp_fwd_kernel[(batch * blocks_per_image,)](
+    _flow_warp_fwd_kernel[(programs,)](
         x,
         flow,
         out,
@@ -319,6 +335,7 @@ def flow_warp_fwd(x: Tensor, flow: Tensor, padding_mode: str, normalized: bool) 
         BLOCK=_BLOCK,
         BLOCK_C=_BLOCK_C_FWD,
         num_warps=_NUM_WARPS,
+        enable_fp_fusion=False,
     )
     return out
 
@@ -329,8 +346,7 @@ def flow_warp_bwd(
     flow: Tensor,
     padding_mode: str,
     normalized: bool,
-    needs_x_grad: bool,
-    needs_flow_grad: bool,
+    needs_grad: tuple[bool, bool],
 ) -> tuple[Tensor | None, Tensor | None]:
     """Gradients of :func:`flow_warp_fwd`.
 
@@ -343,14 +359,15 @@ def flow_warp_bwd(
         flow: (B, 2, H, W) contiguous, same dtype and device as ``x``.
         padding_mode: "zeros", "border" or "reflection".
         normalized: as in :func:`flow_warp_fwd`.
-        needs_x_grad: compute ``grad_x``.
-        needs_flow_grad: compute ``grad_flow``.
+        needs_grad: (compute ``grad_x``, compute ``grad_flow``).
 
     Returns:
         (grad_x (B, C, H, W) in ``x.dtype`` or None, grad_flow (B, 2, H, W) in ``flow.dtype`` or None).
     """
-    _check(x, flow)
-    assert grad_out.shape == x.shape and grad_out.is_contiguous() and grad_out.device == x.device
+    programs = _check(x, flow)
+    if grad_out.shape != x.shape or not grad_out.is_contiguous() or grad_out.device != x.device:
+        raise ValueError(f"flow_warp: grad_out must be contiguous like x {tuple(x.shape)}, got {tuple(grad_out.shape)}")
+    needs_x_grad, needs_flow_grad = needs_grad
     batch, channels, height, width = x.shape
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     grad_x = torch.zeros(x.shape, dtype=acc_dtype, device=x.device) if needs_x_grad else None
@@ -358,7 +375,7 @@ def flow_warp_bwd(
     if (needs_x_grad or needs_flow_grad) and batch * height * width > 0:
         mode_x, mode_y = _axis_modes(padding_mode, height, width)
         blocks_per_image = triton.cdiv(height * width, _BLOCK)
-        _flow_warp_bwd_kernel[(batch * blocks_per_image,)](
+        _flow_warp_bwd_kernel[(programs,)](
             grad_out,
             x,
             flow,
@@ -378,6 +395,7 @@ def flow_warp_bwd(
             BLOCK=_BLOCK,
             BLOCK_C=_BLOCK_C_BWD,
             num_warps=_NUM_WARPS,
+            enable_fp_fusion=False,
         )
     if grad_x is not None:
         grad_x = grad_x.to(x.dtype)

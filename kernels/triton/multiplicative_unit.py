@@ -15,7 +15,14 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from pyvidgen.kernels.triton.elementwise import item_elements, load_blocks4, stable_sigmoid, stable_tanh, store_blocks4
+from pyvidgen.kernels.triton.elementwise import (
+    item_elements,
+    load_blocks4,
+    require_index_range,
+    stable_sigmoid,
+    stable_tanh,
+    store_blocks4,
+)
 
 # One fixed configuration (the interpreter cannot autotune): bandwidth bound and elementwise. The
 # backward has about twice the live values per element; half its block keeps both kernels at a
@@ -87,13 +94,16 @@ def _multiplicative_unit_bwd_kernel(
 
 
 def _check(pre: Tensor, h: Tensor, block: int) -> None:
-    assert pre.dim() == 4 and h.dim() == 4
     batch, channels, height, width = h.shape
-    assert tuple(pre.shape) == (batch, 4 * channels, height, width)
-    assert pre.is_contiguous() and h.is_contiguous()
-    assert pre.dtype == h.dtype and pre.device == h.device
+    if tuple(pre.shape) != (batch, 4 * channels, height, width):
+        raise ValueError(f"multiplicative_unit: pre {tuple(pre.shape)} does not match h {tuple(h.shape)}")
+    if not (pre.is_contiguous() and h.is_contiguous() and pre.dtype == h.dtype and pre.device == h.device):
+        raise ValueError("multiplicative_unit: the Triton launchers take contiguous tensors of one dtype and device")
     # Offsets inside one batch item are int32 (see item_elements); the item's offset is int64.
-    assert channels * height * width + block < 2**31
+    require_index_range("multiplicative_unit", "C * H * W + BLOCK", channels * height * width + block)
+    require_index_range(
+        "multiplicative_unit", "the program count", batch * triton.cdiv(channels * height * width, block)
+    )
 
 
 def multiplicative_unit_fwd(pre: Tensor, h: Tensor) -> Tensor:
@@ -122,23 +132,28 @@ def multiplicative_unit_fwd(pre: Tensor, h: Tensor) -> Tensor:
             USE_F64=h.dtype == torch.float64,
             BLOCK=_BLOCK,
             num_warps=_NUM_WARPS,
+            enable_fp_fusion=True,
         )
     return out
 
 
-def multiplicative_unit_bwd(grad_out: Tensor, pre: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
+def multiplicative_unit_bwd(
+    grad_out: Tensor, pre: Tensor, h: Tensor, needs_grad: tuple[bool, bool] = (True, True)
+) -> tuple[Tensor, Tensor]:
     """Gradients of :func:`multiplicative_unit_fwd`, recomputing the activations.
 
     Args:
         grad_out: (B, C, H, W) contiguous gradient w.r.t. the output.
         pre: (B, 4C, H, W) contiguous, as in the forward.
         h: (B, C, H, W) contiguous, as in the forward.
+        needs_grad: which of the two gradients are used; both come out of the one pass.
 
     Returns:
         (grad_pre (B, 4C, H, W), grad_h (B, C, H, W)), in ``h.dtype``.
     """
     _check(pre, h, _BLOCK_BWD)
-    assert grad_out.shape == h.shape and grad_out.is_contiguous() and grad_out.device == h.device
+    if grad_out.shape != h.shape or not grad_out.is_contiguous() or grad_out.device != h.device:
+        raise ValueError(f"multiplicative_unit: grad_out must be contiguous like h {tuple(h.shape)}")
     batch, channels, height, width = h.shape
     grad_pre = torch.empty_like(pre)
     grad_h = torch.empty_like(h)
@@ -156,5 +171,6 @@ def multiplicative_unit_bwd(grad_out: Tensor, pre: Tensor, h: Tensor) -> tuple[T
             USE_F64=h.dtype == torch.float64,
             BLOCK=_BLOCK_BWD,
             num_warps=_NUM_WARPS,
+            enable_fp_fusion=True,
         )
     return grad_pre, grad_h

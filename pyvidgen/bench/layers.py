@@ -18,10 +18,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pyvidgen._backend import backend, resolve
+from pyvidgen._backend import backend
 from pyvidgen.bench.cases import canonical_mode
 from pyvidgen.bench.conv_lstm_baseline import NaiveConvLSTM
 from pyvidgen.nn import ConvLSTM
+from pyvidgen.ops import OPS
 
 #: provider -> (description, context factory); "naive" is the baseline the ratios are taken against.
 CONV_LSTM_PROVIDERS: dict[str, tuple[str, Callable[[], contextlib.AbstractContextManager]]] = {
@@ -127,11 +128,7 @@ def time_conv_lstm_layer(
     for name in providers:
         with contexts[name](), torch.no_grad():
             diffs[name] = float((models[name](x)[0] - expected).abs().max())
-            gate_backends[name] = (
-                "eager"
-                if name == "naive"
-                else resolve("conv_lstm_gates", device, dtype, cpp_entry="conv_lstm_gates_forward")
-            )
+            gate_backends[name] = "eager" if name == "naive" else OPS["conv_lstm_gates"].resolve_backend(device)
 
     rows: list[dict[str, Any]] = []
     for mode in (canonical_mode(m) for m in modes):

@@ -10,8 +10,8 @@ meaningful. The reported time is the median of the pooled samples.
 * CUDA: ``triton.testing.do_bench`` (CUDA events, L2 flushed between calls), CUDA events with
   synchronisation when triton is not installed.
 
-Forward+backward calls ``torch.autograd.grad(out, inputs, grad_out)`` with a fixed random
-``grad_out`` for every provider, so no provider pays for ``.grad`` accumulation.
+Forward+backward calls ``torch.autograd.grad(outputs, tensors, grad_outputs)`` with fixed random
+output gradients for every provider, so no provider pays for ``.grad`` accumulation.
 """
 
 from __future__ import annotations
@@ -37,9 +37,10 @@ class Workload:
     """Inputs of one (op, shape, mode) group, shared by all its providers.
 
     Attributes:
-        inputs: the op's positional tensors; they require grad in fwd+bwd mode.
-        grad_out: the fixed output gradient (fwd+bwd), shaped like the op's output.
-        expected: the eager reference output, to check each provider's forward against.
+        args: the op's arguments (schema order); its tensors require grad in fwd+bwd mode.
+        tensors: the tensor arguments (the ones differentiated in fwd+bwd mode).
+        grad_outputs: the fixed output gradients (fwd+bwd), one per output.
+        expected: the eager reference outputs, to check each provider's forward against.
         nbytes: compulsory traffic of one call (``OpBench.bytes_moved``), None where GB/s does not apply.
     """
 
@@ -47,10 +48,16 @@ class Workload:
     shape: Shape
     mode: str
     device: torch.device
-    inputs: tuple[Tensor, ...]
-    grad_out: Tensor | None
-    expected: Tensor
+    args: tuple[Any, ...]
+    tensors: tuple[Tensor, ...]
+    grad_outputs: tuple[Tensor, ...] | None
+    expected: tuple[Tensor, ...]
     nbytes: int | None
+
+
+def as_outputs(value: Any) -> tuple[Tensor, ...]:
+    """An op's result as a tuple of tensors (ops with one output return a tensor)."""
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
 
 @dataclass
@@ -84,28 +91,31 @@ def make_workload(
     device = torch.device(device)
     mode = cases.canonical_mode(mode)
     gen = torch.Generator().manual_seed(seed)
-    inputs = tuple(t.contiguous() for t in entry.make_inputs(shape.dims, device, dtype, gen))
+    args = entry.make_inputs(shape.dims, device, dtype, gen)
     with torch.no_grad():
-        expected = entry.reference(*inputs, **entry.kwargs)
-    grad_out = None
+        expected = as_outputs(entry.reference(*args))
+    grad_outputs = None
     if mode == "fwd+bwd":
-        inputs = tuple(t.detach().requires_grad_() for t in inputs)
-        grad_out = torch.randn(expected.shape, generator=gen).to(device=device, dtype=expected.dtype)
-    nbytes = entry.bytes_moved(inputs, expected, mode) if entry.bytes_moved is not None else None
-    return Workload(entry, shape, mode, device, inputs, grad_out, expected, nbytes)
+        args = tuple(a.detach().requires_grad_() if isinstance(a, Tensor) else a for a in args)
+        grad_outputs = tuple(
+            torch.randn(out.shape, generator=gen).to(device=device, dtype=out.dtype) for out in expected
+        )
+    tensors = tuple(a for a in args if isinstance(a, Tensor))
+    nbytes = entry.bytes_moved(tensors, expected, mode)
+    return Workload(entry, shape, mode, device, args, tensors, grad_outputs, expected, nbytes)
 
 
-def _make_step(fn: Callable[..., Tensor], work: Workload) -> Callable[[], None]:
-    inputs, grad_out = work.inputs, work.grad_out
+def _make_step(fn: Callable[..., Any], work: Workload) -> Callable[[], None]:
+    args, tensors, grad_outputs = work.args, work.tensors, work.grad_outputs
     if work.mode == "forward":
 
         def step() -> None:
-            fn(*inputs)
+            fn(*args)
 
     else:
 
         def step() -> None:
-            torch.autograd.grad(fn(*inputs), inputs, grad_out)
+            torch.autograd.grad(as_outputs(fn(*args)), tensors, grad_outputs)
 
     return step
 
@@ -129,10 +139,13 @@ def prepare(entry: OpBench, name: str, work: Workload, warmup: int = 3) -> Prepa
     step = _make_step(prov.fn, work)
     with prov.context():
         # Not under no_grad: a compiled provider would compile a graph for that mode too.
-        out = prov.fn(*work.inputs).detach()
-        diff = None
-        if out.numel() and out.shape == work.expected.shape:
-            diff = float((out.double() - work.expected.double()).abs().nan_to_num(0.0).max())
+        outputs = as_outputs(prov.fn(*work.args))
+        diffs = [
+            float((out.detach().double() - ref.double()).abs().nan_to_num(0.0).max())
+            for out, ref in zip(outputs, work.expected, strict=True)
+            if out.numel() and out.shape == ref.shape
+        ]
+        diff = max(diffs) if diffs else None
         for _ in range(warmup):
             step()
     _sync(work.device)
@@ -214,7 +227,7 @@ def _base_row(plan: tuple[OpBench, Shape, str], device: torch.device, dtype: tor
         "shape": list(shape.dims),
         "shape_label": shape.label,
         "shape_doc": entry.shape_doc,
-        "kwargs": dict(entry.kwargs),
+        "kwargs": entry.options,
         "mode": mode,
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),

@@ -1,84 +1,86 @@
 """``pyvidgen.ops.conv_lstm_gates``: the fused ConvLSTM cell update (gates -> h, c_next).
 
-Registered as ``pyvidgen::conv_lstm_gates`` and ``pyvidgen::conv_lstm_gates_backward``. The
-backward recomputes the activations from the pre-activations instead of saving four activated
-gates. Semantics: :mod:`pyvidgen.kernels.reference.conv_lstm_gates`.
+The declaration below is the op's single description (see :mod:`pyvidgen.ops._spec`); the backward
+recomputes the activations from the pre-activations instead of saving four activated gates.
+Semantics: :mod:`pyvidgen.kernels.reference.conv_lstm_gates`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 
-from pyvidgen._backend import cpp_module, resolve
-from pyvidgen.kernels.reference import conv_lstm_gates as reference
-from pyvidgen.ops._checks import check_floating, check_same, check_shape
+from pyvidgen.ops._define import define
+from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant
 
-OP = "conv_lstm_gates"
-
-
-@torch.library.custom_op("pyvidgen::conv_lstm_gates", mutates_args=())
-def _conv_lstm_gates(gates: Tensor, c: Tensor, peephole: Tensor | None) -> tuple[Tensor, Tensor]:
-    gates, c = gates.contiguous(), c.contiguous()
-    peephole = peephole.contiguous() if peephole is not None else None
-    backend = resolve(OP, c.device, c.dtype, cpp_entry="conv_lstm_gates_forward")
-    if backend == "cpp":
-        return cpp_module().conv_lstm_gates_forward(gates, c, peephole)
-    if backend == "triton":
-        from pyvidgen.kernels.triton import conv_lstm_gates as triton_kernels
-
-        return triton_kernels.conv_lstm_gates_fwd(gates, c, peephole)
-    return reference.conv_lstm_gates(gates, c, peephole)
+PEEPHOLE_KINDS = (None, "pixel", "channel")
 
 
-@_conv_lstm_gates.register_fake
-def _(gates: Tensor, c: Tensor, peephole: Tensor | None) -> tuple[Tensor, Tensor]:
-    return torch.empty_like(c, memory_format=torch.contiguous_format), torch.empty_like(
-        c, memory_format=torch.contiguous_format
+def _sample(
+    dims: tuple[int, ...], generator: torch.Generator, magnitude: float, peephole: str | None = None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Pre-activations ~ N(0, magnitude^2) (at 2: neither linear nor saturated), c ~ N(0, 1.5^2)
+    (scaled with the magnitude beyond it), peepholes ~ N(0, 1) per pixel or per channel."""
+    batch, channels, height, width = dims
+    gates = torch.randn(batch, 4 * channels, height, width, generator=generator, dtype=torch.float64) * magnitude
+    c = torch.randn(dims, generator=generator, dtype=torch.float64) * 1.5 * max(1.0, magnitude / 2)
+    weights = None
+    if peephole is not None:
+        shape = (3, channels, height, width) if peephole == "pixel" else (3, channels, 1, 1)
+        weights = torch.randn(shape, generator=generator, dtype=torch.float64)
+    return gates, c, weights
+
+
+def _error_growth(output: str, args: tuple[Any, ...]) -> Mapping[str, float]:
+    gates, c, peephole = args
+    if output == "grad_peephole":
+        # Summed over the batch, and over the pixels for per-channel weights.
+        per_weight = c.shape[0] * (1 if peephole.shape[-2:] != (1, 1) else c.shape[2] * c.shape[3])
+        return {"terms": per_weight}
+    return {"terms": 4}
+
+
+_GATE_TARGETS = (Target("cpp", "eager", 3.0), Target("cpp", "compiled", 1.0))
+
+CONV_LSTM_GATES = define(
+    OpSpec(
+        name="conv_lstm_gates",
+        args="Tensor gates, Tensor c, Tensor? peephole",
+        layouts={"gates": "(B, 4C, H, W)", "c": "(B, C, H, W)", "peephole": ("(3, C, H, W)", "(3, C, 1, 1)")},
+        outputs={"h": "(B, C, H, W)", "c_next": "(B, C, H, W)"},
+        anchor="c",
+        # As torch does for lstm_cell: everything in the autocast dtype (the kernels compute in float32).
+        autocast="lower",
+        error_growth=_error_growth,
+        samples=Samples(
+            build=_sample,
+            variants=tuple(Variant(f"peephole={kind or 'none'}", inputs={"peephole": kind}) for kind in PEEPHOLE_KINDS),
+            # Sizes 1, primes, non-powers of two; large: planes longer than one cpp work tile (2048 pixels)
+            # with ragged tails, many channels, and few (channel, tile) items per batch.
+            dims=((2, 3, 5, 7), (1, 1, 1, 1), (3, 1, 2, 3), (2, 5, 1, 1), (1, 2, 1, 9), (2, 2, 7, 1)),
+            large_dims=((4, 19, 17, 23), (2, 3, 50, 47), (1, 64, 16, 16), (40, 2, 3, 3)),
+            empty_dims=((0, 3, 4, 5), (2, 0, 4, 5), (0, 1, 1, 1)),
+            check_dims=(3, 5, 9, 7),
+            magnitudes=(2.0, 0.0, 40.0, 1e4, 1e30),
+            property_ranges=((1, 3), (1, 64), (1, 24), (16, 40)),
+        ),
+        bench=Bench(
+            shapes=(
+                Shape((16, 64, 32, 32), quick=True, target=True),
+                Shape((4, 256, 16, 16)),
+                # The spatio-temporal autoencoder's memory (Patraucean et al.): 45 channels.
+                Shape((16, 45, 32, 32), quick=True),
+            ),
+            shape_doc="c (B, C, H, W); gates (B, 4C, H, W); no peepholes (as Patraucean et al.)",
+            # Elementwise and bound by exp/tanh: fusion saves the intermediates, and the backward's
+            # recomputation saves storing the activations.
+            targets=_GATE_TARGETS,
+        ),
     )
-
-
-@torch.library.custom_op("pyvidgen::conv_lstm_gates_backward", mutates_args=())
-def _conv_lstm_gates_backward(
-    grad_h: Tensor, grad_c_next: Tensor, gates: Tensor, c: Tensor, peephole: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor]:
-    grad_h, grad_c_next, gates, c = (t.contiguous() for t in (grad_h, grad_c_next, gates, c))
-    peephole = peephole.contiguous() if peephole is not None else None
-    backend = resolve(OP, c.device, c.dtype, cpp_entry="conv_lstm_gates_backward")
-    if backend == "cpp":
-        grads = cpp_module().conv_lstm_gates_backward(grad_h, grad_c_next, gates, c, peephole)
-    elif backend == "triton":
-        from pyvidgen.kernels.triton import conv_lstm_gates as triton_kernels
-
-        grads = triton_kernels.conv_lstm_gates_bwd(grad_h, grad_c_next, gates, c, peephole)
-    else:
-        grads = reference.conv_lstm_gates_backward(grad_h, grad_c_next, gates, c, peephole)
-    grad_gates, grad_c, grad_peephole = grads
-    # Custom ops return tensors, never None: without peepholes that gradient comes back empty.
-    return grad_gates, grad_c, grad_peephole if grad_peephole is not None else c.new_empty(0)
-
-
-@_conv_lstm_gates_backward.register_fake
-def _(grad_h, grad_c_next, gates, c, peephole):  # noqa: ANN001, ANN202
-    grad_peephole = torch.empty_like(peephole) if peephole is not None else c.new_empty(0)
-    return torch.empty_like(gates), torch.empty_like(c), grad_peephole
-
-
-def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
-    gates, c, peephole = inputs
-    ctx.save_for_backward(gates, c, peephole)
-
-
-def _backward(ctx, grad_h: Tensor, grad_c_next: Tensor):  # noqa: ANN001, ANN202
-    gates, c, peephole = ctx.saved_tensors
-    # An output that does not reach the loss arrives as None (e.g. the last step's cell state).
-    grad_h = grad_h if grad_h is not None else torch.zeros_like(c)
-    grad_c_next = grad_c_next if grad_c_next is not None else torch.zeros_like(c)
-    grad_gates, grad_c, grad_peephole = _conv_lstm_gates_backward(grad_h, grad_c_next, gates, c, peephole)
-    return grad_gates, grad_c, (grad_peephole if peephole is not None else None)
-
-
-_conv_lstm_gates.register_autograd(_backward, setup_context=_setup_context)
+)
 
 
 def conv_lstm_gates(gates: Tensor, c: Tensor, peephole: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -93,25 +95,12 @@ def conv_lstm_gates(gates: Tensor, c: Tensor, peephole: Tensor | None = None) ->
         peephole: optional (3, C, H, W) or (3, C, 1, 1) peephole weights (w_ci, w_cf, w_co).
 
     Returns:
-        (h, c_next), each (B, C, H, W); differentiable w.r.t. gates, c and peephole.
+        (h, c_next), each (B, C, H, W), contiguous; differentiable w.r.t. gates, c and peephole. Under
+        ``torch.autocast`` all inputs are cast to the autocast dtype (as ``torch.lstm_cell`` is); the
+        math runs in float32 for every half-precision input.
 
     Raises:
         ValueError: wrong rank or shapes. TypeError: non-floating or mismatched dtypes.
         RuntimeError: tensors on different devices, or an explicit backend that cannot run.
     """
-    check_floating(OP, "gates", gates, 4, "(B, 4C, H, W)")
-    check_floating(OP, "c", c, 4, "(B, C, H, W)")
-    batch, channels, height, width = c.shape
-    check_shape(
-        OP, "gates", gates, (batch, 4 * channels, height, width), "(B, 4C, H, W)", f"to match c {tuple(c.shape)}"
-    )
-    check_same(OP, "gates", gates, "c", c)
-    if peephole is not None:
-        check_floating(OP, "peephole", peephole, 4, "(3, C, H, W) or (3, C, 1, 1)")
-        if tuple(peephole.shape) not in ((3, channels, height, width), (3, channels, 1, 1)):
-            raise ValueError(
-                f"{OP}: peephole must have shape (3, C, H, W) = {(3, channels, height, width)} or "
-                f"(3, C, 1, 1) = {(3, channels, 1, 1)}, got {tuple(peephole.shape)}"
-            )
-        check_same(OP, "peephole", peephole, "c", c)
-    return torch.ops.pyvidgen.conv_lstm_gates(gates, c, peephole)
+    return CONV_LSTM_GATES(gates, c, peephole)

@@ -1,77 +1,71 @@
 """``pyvidgen.ops.flow_smoothness``: Huber penalty on the forward differences of a flow field.
 
-Registered as ``pyvidgen::flow_smoothness`` (scalar) and ``pyvidgen::flow_smoothness_backward``.
-Semantics: :mod:`pyvidgen.kernels.reference.flow_smoothness`.
+The declaration below is the op's single description (see :mod:`pyvidgen.ops._spec`); semantics:
+:mod:`pyvidgen.kernels.reference.flow_smoothness`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from pyvidgen._backend import cpp_module, resolve
-from pyvidgen.kernels.reference import flow_smoothness as reference
-from pyvidgen.ops._checks import check_floating, check_same, check_shape
+from pyvidgen.ops._define import define
+from pyvidgen.ops._layout import check_same
+from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant
 
 
-@torch.library.custom_op("pyvidgen::flow_smoothness", mutates_args=())
-def _flow_smoothness(flow: Tensor, delta: float) -> Tensor:
-    flow = flow.contiguous()
-    backend = resolve("flow_smoothness", flow.device, flow.dtype)
-    if backend == "cpp":
-        return cpp_module().flow_smoothness_forward(flow, delta)
-    if backend == "triton":
-        from pyvidgen.kernels.triton import flow_smoothness as triton_flow_smoothness
-
-        return triton_flow_smoothness.flow_smoothness_fwd(flow, delta)
-    return reference.flow_smoothness(flow, delta)
+def _sample(dims: tuple[int, ...], generator: torch.Generator, magnitude: float) -> tuple[Tensor]:
+    """Flows uniform in [-magnitude, magnitude]: at 1.5, differences either side of delta (both Huber branches)."""
+    return ((torch.rand(dims, generator=generator, dtype=torch.float64) * 2 - 1) * magnitude,)
 
 
-@_flow_smoothness.register_fake
-def _(flow: Tensor, delta: float) -> Tensor:
-    return flow.new_empty(())
+def _check(flow: Tensor, delta: float) -> None:
+    # Comparisons rather than math.isfinite: under torch.compile(dynamic=True) delta may be symbolic.
+    if not 0 < delta < math.inf:
+        raise ValueError(f"flow_smoothness: delta must be a finite number > 0, got {delta!r}")
 
 
-@torch.library.custom_op("pyvidgen::flow_smoothness_backward", mutates_args=())
-def _flow_smoothness_backward(grad: Tensor, flow: Tensor, delta: float) -> Tensor:
-    flow = flow.contiguous()
-    backend = resolve("flow_smoothness", flow.device, flow.dtype)
-    if backend == "cpp":
-        return cpp_module().flow_smoothness_backward(grad, flow, delta)
-    if backend == "triton":
-        from pyvidgen.kernels.triton import flow_smoothness as triton_flow_smoothness
-
-        return triton_flow_smoothness.flow_smoothness_bwd(grad, flow, delta)
-    return reference.flow_smoothness_grad(flow, delta) * grad
+def _error_growth(output: str, args: tuple[Any, ...]) -> Mapping[str, float]:
+    flow = args[0]
+    # The penalty sums two terms per element; each gradient element four clamped differences.
+    return {"terms": 2 * flow.numel()} if output == "loss" else {"terms": 4}
 
 
-@_flow_smoothness_backward.register_fake
-def _(grad: Tensor, flow: Tensor, delta: float) -> Tensor:
-    return torch.empty_like(flow, memory_format=torch.contiguous_format)
-
-
-def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
-    ctx.save_for_backward(inputs[0])
-    ctx.delta = inputs[1]
-
-
-def _backward(ctx, grad: Tensor):  # noqa: ANN001, ANN202
-    (flow,) = ctx.saved_tensors
-    return _flow_smoothness_backward(grad, flow, ctx.delta), None
-
-
-_flow_smoothness.register_autograd(_backward, setup_context=_setup_context)
-
-
-def _check(flow: object, delta: float) -> float:
-    op = "flow_smoothness"
-    check_floating(op, "flow", flow, 4, "(B, C, H, W)")
-    delta = float(delta)
-    if not (delta > 0 and math.isfinite(delta)):
-        raise ValueError(f"{op}: delta must be a finite number > 0, got {delta!r}")
-    return delta
+FLOW_SMOOTHNESS = define(
+    OpSpec(
+        name="flow_smoothness",
+        args="Tensor flow, float delta",
+        layouts={"flow": "(B, C, H, W)"},
+        outputs={"loss": "()"},
+        anchor="flow",
+        defaults={"delta": 1.0},
+        check=_check,
+        # A loss: float32 under autocast (as torch does for smooth_l1_loss), and float32 for half flows,
+        # whose sum overflows float16 at ordinary sizes (16 x 2 x 64 x 64 of order-one terms).
+        autocast="float32",
+        float32_outputs=("loss",),
+        error_growth=_error_growth,
+        samples=Samples(
+            build=_sample,
+            variants=(Variant("delta=1", options={"delta": 1.0}), Variant("delta=0.3", options={"delta": 0.3})),
+            dims=((2, 2, 5, 7), (1, 1, 1, 1), (2, 2, 1, 9), (3, 1, 8, 1), (1, 3, 13, 11)),
+            large_dims=((4, 2, 33, 47), (1, 2, 64, 64)),
+            empty_dims=((0, 2, 4, 5), (2, 2, 0, 5)),
+            check_dims=(3, 2, 17, 19),
+            magnitudes=(1.5, 0.0, 1e3, 1e30, 3e38),
+            property_ranges=((1, 3), (1, 4), (1, 24), (16, 40)),
+        ),
+        bench=Bench(
+            shapes=(Shape((16, 2, 64, 64), quick=True, target=True), Shape((4, 2, 256, 256))),
+            shape_doc="flow (B, 2, H, W)",
+            targets=(Target("cpp", "compiled", 1.0),),
+        ),
+    )
+)
 
 
 def flow_smoothness(flow: Tensor, *, delta: float = 1.0) -> Tensor:
@@ -85,10 +79,10 @@ def flow_smoothness(flow: Tensor, *, delta: float = 1.0) -> Tensor:
         delta: Huber threshold, > 0.
 
     Returns:
-        0-dim tensor of ``flow``'s dtype; differentiable w.r.t. ``flow``.
+        0-dim tensor, differentiable w.r.t. ``flow``: in ``flow``'s dtype for float32/float64, in float32
+        for float16/bfloat16 flows (and under ``torch.autocast``), whose sums would overflow.
     """
-    delta = _check(flow, delta)
-    return torch.ops.pyvidgen.flow_smoothness(flow, delta)
+    return FLOW_SMOOTHNESS(flow, float(delta))
 
 
 def flow_smoothness_grad(flow: Tensor, *, delta: float = 1.0, scale: Tensor | float = 1.0) -> Tensor:
@@ -100,11 +94,13 @@ def flow_smoothness_grad(flow: Tensor, *, delta: float = 1.0, scale: Tensor | fl
         scale: multiplier, a Python number or a 0-dim tensor on ``flow``'s device.
 
     Returns:
-        (B, C, H, W) gradient, contiguous.
+        (B, C, H, W) gradient in ``flow``'s dtype, contiguous.
     """
-    delta = _check(flow, delta)
+    op = "flow_smoothness_grad"
+    FLOW_SMOOTHNESS.check_arguments((flow, float(delta)))
     if not isinstance(scale, Tensor):
         scale = torch.tensor(float(scale), dtype=flow.dtype, device=flow.device)
-    check_shape("flow_smoothness_grad", "scale", scale, (), "()")
-    check_same("flow_smoothness_grad", "scale", scale, "flow", flow)
-    return torch.ops.pyvidgen.flow_smoothness_backward(scale, flow, delta)
+    if scale.dim() != 0:
+        raise ValueError(f"{op}: scale must be a 0-dim tensor or a number, got shape {tuple(scale.shape)}")
+    check_same(op, "scale", scale, "flow", flow)
+    return FLOW_SMOOTHNESS.backward_op(scale, flow, float(delta), [True])

@@ -1,95 +1,99 @@
 """``pyvidgen.ops.flow_warp``: bilinear warping of feature maps by a dense flow field.
 
-Registered as the custom ops ``pyvidgen::flow_warp`` and ``pyvidgen::flow_warp_backward``; the
-backward writes both gradients in one call. Semantics: :mod:`pyvidgen.kernels.reference.flow_warp`.
+The declaration below is the op's single description (see :mod:`pyvidgen.ops._spec`); semantics:
+:mod:`pyvidgen.kernels.reference.flow_warp`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 
-from pyvidgen._backend import cpp_module, resolve
 from pyvidgen.kernels.reference import flow_warp as reference
-from pyvidgen.ops._checks import check_choice, check_floating, check_same, check_shape, deterministic
+from pyvidgen.ops._define import define
+from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant
 
 PADDING_MODES = reference.PADDING_MODES
-_MODE_INDEX = {name: i for i, name in enumerate(PADDING_MODES)}
 
 
-@torch.library.custom_op("pyvidgen::flow_warp", mutates_args=())
-def _flow_warp(x: Tensor, flow: Tensor, padding_mode: str, normalized: bool) -> Tensor:
-    x, flow = x.contiguous(), flow.contiguous()
-    backend = resolve("flow_warp", x.device, x.dtype)
-    if backend == "cpp":
-        return cpp_module().flow_warp_forward(x, flow, _MODE_INDEX[padding_mode], normalized)
-    if backend == "triton":
-        from pyvidgen.kernels.triton import flow_warp as triton_flow_warp
-
-        return triton_flow_warp.flow_warp_fwd(x, flow, padding_mode, normalized)
-    return reference.flow_warp(x, flow, padding_mode, normalized)
-
-
-@_flow_warp.register_fake
-def _(x: Tensor, flow: Tensor, padding_mode: str, normalized: bool) -> Tensor:
-    return torch.empty_like(x, memory_format=torch.contiguous_format)
-
-
-@torch.library.custom_op("pyvidgen::flow_warp_backward", mutates_args=())
-def _flow_warp_backward(
-    grad_out: Tensor,
-    x: Tensor,
-    flow: Tensor,
-    padding_mode: str,
-    normalized: bool,
-    x_needs_grad: bool,
-    flow_needs_grad: bool,
+def _sample(
+    dims: tuple[int, ...], generator: torch.Generator, magnitude: float, normalized: bool = False
 ) -> tuple[Tensor, Tensor]:
-    grad_out, x, flow = grad_out.contiguous(), x.contiguous(), flow.contiguous()
-    # Only the triton kernel scatters grad_x with atomics; it is skipped when grad_x is not needed.
-    atomics_ok = not (x_needs_grad and deterministic())
-    backend = resolve("flow_warp", x.device, x.dtype, atomics_ok=atomics_ok)
-    if backend == "cpp":
-        grad_x, grad_flow = cpp_module().flow_warp_backward(
-            grad_out, x, flow, _MODE_INDEX[padding_mode], normalized, x_needs_grad, flow_needs_grad
-        )
-    elif backend == "triton":
-        from pyvidgen.kernels.triton import flow_warp as triton_flow_warp
+    """x ~ N(0, 1); flows uniform in [-magnitude, magnitude] pixels (a quarter of that in [-1, 1] units).
 
-        grad_x, grad_flow = triton_flow_warp.flow_warp_bwd(
-            grad_out, x, flow, padding_mode, normalized, x_needs_grad, flow_needs_grad
-        )
-    else:
-        grad_x, grad_flow = reference.flow_warp_backward(grad_out, x, flow, padding_mode, normalized)
-    # Custom ops return tensors, never None: an unneeded gradient comes back empty.
-    grad_x = grad_x if x_needs_grad and grad_x is not None else x.new_empty(0)
-    grad_flow = grad_flow if flow_needs_grad and grad_flow is not None else flow.new_empty(0)
-    return grad_x, grad_flow
+    At the default magnitude (3 pixels, as between neighbouring video frames) taps near the edges leave
+    the image, so the padding is exercised; at 1e9 or 3e38 the flow has exploded.
+    """
+    batch, _, height, width = dims
+    x = torch.randn(dims, generator=generator, dtype=torch.float64)
+    reach = magnitude / 4 if normalized else magnitude
+    flow = (torch.rand(batch, 2, height, width, generator=generator, dtype=torch.float64) * 2 - 1) * reach
+    return x, flow
 
 
-@_flow_warp_backward.register_fake
-def _(grad_out, x, flow, padding_mode, normalized, x_needs_grad, flow_needs_grad):  # noqa: ANN001, ANN202
-    grad_x = torch.empty_like(x, memory_format=torch.contiguous_format) if x_needs_grad else x.new_empty(0)
-    grad_flow = torch.empty_like(flow, memory_format=torch.contiguous_format) if flow_needs_grad else flow.new_empty(0)
-    return grad_x, grad_flow
+def _error_growth(output: str, args: tuple[Any, ...]) -> Mapping[str, float]:
+    x, flow, _, normalized = args
+    height, width = x.shape[-2:]
+    if output == "grad_flow":
+        # A sum over the channels, then scaled by (size - 1) / 2 for normalised flows.
+        return {"terms": x.shape[1], "scale": (max(height, width) - 1) / 2 if normalized else 1.0}
+    if output == "grad_x":
+        # Far flows pile many samples onto the same source pixel (an edge, or anywhere when reflected).
+        finite = flow[torch.isfinite(flow)]
+        far = finite.numel() > 0 and float(finite.abs().max()) > max(height, width) / 2
+        return {"terms": height * width if far else 16}
+    return {"terms": 4}
 
 
-def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
-    x, flow, padding_mode, normalized = inputs
-    ctx.save_for_backward(x, flow)
-    ctx.padding_mode, ctx.normalized = padding_mode, normalized
-
-
-def _backward(ctx, grad_out: Tensor):  # noqa: ANN001, ANN202
-    x, flow = ctx.saved_tensors
-    x_needs_grad, flow_needs_grad = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    grad_x, grad_flow = _flow_warp_backward(
-        grad_out, x, flow, ctx.padding_mode, ctx.normalized, x_needs_grad, flow_needs_grad
+FLOW_WARP = define(
+    OpSpec(
+        name="flow_warp",
+        args="Tensor x, Tensor flow, str padding_mode, bool normalized",
+        layouts={"x": "(B, C, H, W)", "flow": "(B, 2, H, W)"},
+        outputs={"out": "(B, C, H, W)"},
+        anchor="x",
+        defaults={"padding_mode": "zeros", "normalized": False},
+        choices={"padding_mode": PADDING_MODES},
+        # The Triton backward scatters grad_x with atomic adds.
+        atomic_grads=("x",),
+        # As torch does for grid_sample: the widest input dtype, so a float32 flow is never rounded to half.
+        autocast="promote",
+        error_growth=_error_growth,
+        samples=Samples(
+            build=_sample,
+            variants=tuple(
+                Variant(
+                    f"{mode}{'/normalized' if normalized else ''}",
+                    options={"padding_mode": mode, "normalized": normalized},
+                    inputs={"normalized": normalized},
+                )
+                for mode in PADDING_MODES
+                for normalized in (False, True)
+            ),
+            dims=((2, 3, 5, 7), (1, 1, 1, 1), (2, 2, 1, 9), (3, 2, 8, 1), (1, 5, 13, 11)),
+            large_dims=((4, 19, 17, 23), (1, 64, 16, 16), (2, 3, 20, 37)),
+            empty_dims=((0, 3, 4, 5), (2, 0, 4, 5)),
+            check_dims=(3, 7, 13, 11),
+            magnitudes=(3.0, 0.0, 50.0, 1e4, 1e9, 3e38),
+            property_ranges=((1, 3), (1, 64), (1, 24), (16, 40)),
+        ),
+        bench=Bench(
+            shapes=(
+                Shape((16, 64, 64, 64), quick=True, target=True),
+                Shape((4, 32, 128, 128)),
+                Shape((16, 3, 64, 64), quick=True),
+                Shape((1, 64, 32, 32), quick=True),
+            ),
+            shape_doc="x (B, C, H, W); flow (B, 2, H, W)",
+            baselines={"grid_sample": reference.flow_warp_grid_sample},
+            # The CPU kernel's goals, stated against the F.grid_sample formulation.
+            targets=(Target("cpp", "grid_sample", 3.0), Target("cpp", "grid_sample_compiled", 1.0)),
+        ),
     )
-    return (grad_x if x_needs_grad else None), (grad_flow if flow_needs_grad else None), None, None
-
-
-_flow_warp.register_autograd(_backward, setup_context=_setup_context)
+)
 
 
 def flow_warp(x: Tensor, flow: Tensor, *, padding_mode: str = "zeros", normalized: bool = False) -> Tensor:
@@ -100,7 +104,8 @@ def flow_warp(x: Tensor, flow: Tensor, *, padding_mode: str = "zeros", normalize
     normalised grid for H, W > 1, in one fused kernel, and defined for H or W = 1 too.
 
     Args:
-        x: (B, C, H, W) image or feature map; float32/float64 (CPU), float16/bfloat16/float32 (CUDA).
+        x: (B, C, H, W) image or feature map; float16, bfloat16, float32 or float64 (positions and sums
+            are computed in float32 for the half types).
         flow: (B, 2, H, W) displacement, same dtype and device as ``x``; channel 0 horizontal, 1 vertical.
         padding_mode: "zeros" (outside reads 0), "border" (edge pixel replicated) or "reflection"
             (mirrored about the first and last pixel centres).
@@ -108,18 +113,13 @@ def flow_warp(x: Tensor, flow: Tensor, *, padding_mode: str = "zeros", normalize
             rather than pixels, as flows predicted by Patraucean et al.'s model are.
 
     Returns:
-        (B, C, H, W) warped tensor. A non-finite flow gives NaN at that pixel.
+        (B, C, H, W) warped tensor, contiguous. A non-finite flow gives NaN at that pixel; a finite flow
+        of any magnitude samples inside the image. Under ``torch.autocast`` both inputs are cast to the
+        wider of their dtypes.
 
     Raises:
         ValueError: wrong rank or shape, unknown padding mode.
         TypeError: non-floating or mismatched dtypes.
         RuntimeError: tensors on different devices, or an explicitly chosen backend that cannot run.
     """
-    op = "flow_warp"
-    check_floating(op, "x", x, 4, "(B, C, H, W)")
-    check_floating(op, "flow", flow, 4, "(B, 2, H, W)")
-    batch, _, height, width = x.shape
-    check_shape(op, "flow", flow, (batch, 2, height, width), "(B, 2, H, W)", f"to match x {tuple(x.shape)}")
-    check_same(op, "flow", flow, "x", x)
-    check_choice(op, "padding_mode", padding_mode, PADDING_MODES)
-    return torch.ops.pyvidgen.flow_warp(x, flow, padding_mode, bool(normalized))
+    return FLOW_WARP(x, flow, padding_mode, bool(normalized))

@@ -1,7 +1,7 @@
-"""``pyvidgen.ops.multiplicative_unit``: VPN's multiplicative unit, fused.
+"""``pyvidgen.ops.multiplicative_unit``: Video Pixel Networks' multiplicative unit, fused.
 
-Registered as ``pyvidgen::multiplicative_unit`` and ``pyvidgen::multiplicative_unit_backward``;
-the backward recomputes the activations. Semantics: :mod:`pyvidgen.kernels.reference.multiplicative_unit`.
+The declaration below is the op's single description (see :mod:`pyvidgen.ops._spec`); the backward
+recomputes the activations. Semantics: :mod:`pyvidgen.kernels.reference.multiplicative_unit`.
 """
 
 from __future__ import annotations
@@ -9,61 +9,44 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from pyvidgen._backend import cpp_module, resolve
-from pyvidgen.kernels.reference import multiplicative_unit as reference
-from pyvidgen.ops._checks import check_floating, check_same, check_shape
-
-OP = "multiplicative_unit"
+from pyvidgen.ops._define import define
+from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant
 
 
-@torch.library.custom_op("pyvidgen::multiplicative_unit", mutates_args=())
-def _multiplicative_unit(pre: Tensor, h: Tensor) -> Tensor:
-    pre, h = pre.contiguous(), h.contiguous()
-    backend = resolve(OP, h.device, h.dtype, cpp_entry="multiplicative_unit_forward")
-    if backend == "cpp":
-        return cpp_module().multiplicative_unit_forward(pre, h)
-    if backend == "triton":
-        from pyvidgen.kernels.triton import multiplicative_unit as triton_kernels
-
-        return triton_kernels.multiplicative_unit_fwd(pre, h)
-    return reference.multiplicative_unit(pre, h)
+def _sample(dims: tuple[int, ...], generator: torch.Generator, magnitude: float) -> tuple[Tensor, Tensor]:
+    """Pre-activations ~ N(0, magnitude^2) (at 2: neither linear nor saturated), h ~ N(0, 1) (scaled beyond)."""
+    batch, channels, height, width = dims
+    pre = torch.randn(batch, 4 * channels, height, width, generator=generator, dtype=torch.float64) * magnitude
+    h = torch.randn(dims, generator=generator, dtype=torch.float64) * max(1.0, magnitude / 2)
+    return pre, h
 
 
-@_multiplicative_unit.register_fake
-def _(pre: Tensor, h: Tensor) -> Tensor:
-    return torch.empty_like(h, memory_format=torch.contiguous_format)
-
-
-@torch.library.custom_op("pyvidgen::multiplicative_unit_backward", mutates_args=())
-def _multiplicative_unit_backward(grad_out: Tensor, pre: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-    grad_out, pre, h = grad_out.contiguous(), pre.contiguous(), h.contiguous()
-    backend = resolve(OP, h.device, h.dtype, cpp_entry="multiplicative_unit_backward")
-    if backend == "cpp":
-        return tuple(cpp_module().multiplicative_unit_backward(grad_out, pre, h))
-    if backend == "triton":
-        from pyvidgen.kernels.triton import multiplicative_unit as triton_kernels
-
-        return triton_kernels.multiplicative_unit_bwd(grad_out, pre, h)
-    return reference.multiplicative_unit_backward(grad_out, pre, h)
-
-
-@_multiplicative_unit_backward.register_fake
-def _(grad_out: Tensor, pre: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.empty_like(pre, memory_format=torch.contiguous_format), torch.empty_like(
-        h, memory_format=torch.contiguous_format
+MULTIPLICATIVE_UNIT = define(
+    OpSpec(
+        name="multiplicative_unit",
+        args="Tensor pre, Tensor h",
+        layouts={"pre": "(B, 4C, H, W)", "h": "(B, C, H, W)"},
+        outputs={"out": "(B, C, H, W)"},
+        anchor="h",
+        # A gate nonlinearity like lstm_cell: everything in the autocast dtype (computed in float32).
+        autocast="lower",
+        samples=Samples(
+            build=_sample,
+            variants=(Variant("MU"),),
+            dims=((2, 3, 5, 7), (1, 1, 1, 1), (3, 1, 2, 3), (2, 5, 1, 1), (1, 2, 1, 9)),
+            large_dims=((4, 19, 17, 23), (2, 3, 50, 47), (1, 64, 16, 16)),
+            empty_dims=((0, 3, 4, 5), (2, 0, 4, 5)),
+            check_dims=(3, 5, 9, 7),
+            magnitudes=(2.0, 0.0, 40.0, 1e4, 1e30),
+            property_ranges=((1, 3), (1, 64), (1, 24), (16, 40)),
+        ),
+        bench=Bench(
+            shapes=(Shape((16, 128, 32, 32), quick=True, target=True), Shape((4, 256, 16, 16))),
+            shape_doc="h (B, C, H, W); pre (B, 4C, H, W)",
+            targets=(Target("cpp", "eager", 3.0), Target("cpp", "compiled", 1.0)),
+        ),
     )
-
-
-def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
-    ctx.save_for_backward(*inputs)
-
-
-def _backward(ctx, grad_out: Tensor):  # noqa: ANN001, ANN202
-    pre, h = ctx.saved_tensors
-    return _multiplicative_unit_backward(grad_out, pre, h)
-
-
-_multiplicative_unit.register_autograd(_backward, setup_context=_setup_context)
+)
 
 
 def multiplicative_unit(pre: Tensor, h: Tensor) -> Tensor:
@@ -74,15 +57,11 @@ def multiplicative_unit(pre: Tensor, h: Tensor) -> Tensor:
         h: (B, C, H, W) the unit's input; same dtype and device as ``pre``.
 
     Returns:
-        (B, C, H, W); differentiable w.r.t. pre and h.
+        (B, C, H, W), contiguous; differentiable w.r.t. pre and h. Under ``torch.autocast`` both inputs are
+        cast to the autocast dtype; the math runs in float32 for half-precision inputs.
 
     Raises:
         ValueError: wrong rank or shapes. TypeError: non-floating or mismatched dtypes.
         RuntimeError: tensors on different devices, or an explicit backend that cannot run.
     """
-    check_floating(OP, "pre", pre, 4, "(B, 4C, H, W)")
-    check_floating(OP, "h", h, 4, "(B, C, H, W)")
-    batch, channels, height, width = h.shape
-    check_shape(OP, "pre", pre, (batch, 4 * channels, height, width), "(B, 4C, H, W)", f"to match h {tuple(h.shape)}")
-    check_same(OP, "pre", pre, "h", h)
-    return torch.ops.pyvidgen.multiplicative_unit(pre, h)
+    return MULTIPLICATIVE_UNIT(pre, h)

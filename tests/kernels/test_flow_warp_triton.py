@@ -43,7 +43,7 @@ def _check_all(x, flow, mode, normalized, gen, tol=None):
     torch.testing.assert_close(out, ref, equal_nan=True, **tol)
 
     grad_out = _randn(x.shape, x.dtype, gen)
-    grad_x, grad_flow = tfw.flow_warp_bwd(grad_out, x, flow, mode, normalized, True, True)
+    grad_x, grad_flow = tfw.flow_warp_bwd(grad_out, x, flow, mode, normalized, (True, True))
     ref_gx, ref_gf = rfw.flow_warp_backward(grad_out, x, flow, mode, normalized)
     assert grad_x.dtype == x.dtype and grad_flow.dtype == flow.dtype
     torch.testing.assert_close(grad_x, ref_gx, **tol)
@@ -157,7 +157,7 @@ def test_gradient_subsets(needs_x_grad, needs_flow_grad, gen):
     x = _randn(shape, torch.float64, gen)
     flow = _randn((2, 2, 4, 5), torch.float64, gen, scale=2.0)
     grad_out = _randn(shape, torch.float64, gen)
-    grad_x, grad_flow = tfw.flow_warp_bwd(grad_out, x, flow, "reflection", False, needs_x_grad, needs_flow_grad)
+    grad_x, grad_flow = tfw.flow_warp_bwd(grad_out, x, flow, "reflection", False, (needs_x_grad, needs_flow_grad))
     ref_gx, ref_gf = rfw.flow_warp_backward(grad_out, x, flow, "reflection", False)
     if needs_x_grad:
         torch.testing.assert_close(grad_x, ref_gx, **TOL[torch.float64])
@@ -176,7 +176,7 @@ def test_empty(shape, gen):
     flow = torch.randn((b, 2, h, w), generator=gen).to(DEVICE)
     out = tfw.flow_warp_fwd(x, flow, "zeros", False)
     assert out.shape == x.shape and out.dtype == x.dtype
-    grad_x, grad_flow = tfw.flow_warp_bwd(torch.ones_like(x), x, flow, "zeros", False, True, True)
+    grad_x, grad_flow = tfw.flow_warp_bwd(torch.ones_like(x), x, flow, "zeros", False, (True, True))
     ref_gx, ref_gf = rfw.flow_warp_backward(torch.ones_like(x), x, flow, "zeros", False)
     assert grad_x.shape == x.shape and grad_flow.shape == flow.shape
     torch.testing.assert_close(grad_x, ref_gx)
@@ -195,7 +195,7 @@ def test_half_inputs(dtype, mode, gen):
     assert out.dtype == dtype
     ref = rfw.flow_warp(x.float(), flow.float(), mode, False)
     torch.testing.assert_close(out.float(), ref, atol=2e-2, rtol=1e-2)
-    grad_x, grad_flow = tfw.flow_warp_bwd(grad_out, x, flow, mode, False, True, True)
+    grad_x, grad_flow = tfw.flow_warp_bwd(grad_out, x, flow, mode, False, (True, True))
     assert grad_x.dtype == dtype and grad_flow.dtype == dtype
     ref_gx, ref_gf = rfw.flow_warp_backward(grad_out.float(), x.float(), flow.float(), mode, False)
     torch.testing.assert_close(grad_x.float(), ref_gx, atol=3e-2, rtol=2e-2)

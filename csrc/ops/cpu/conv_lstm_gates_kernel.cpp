@@ -20,7 +20,7 @@
 #include <vector>
 
 #include "ops/cpu/gate_math.h"
-#include "ops/ops.h"
+#include "ops/cpu/conv_lstm_gates_kernel.h"
 
 namespace pyvidgen::cpu {
 namespace {

@@ -9,9 +9,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <vector>
 
-#include "ops/ops.h"
+#include "ops/cpu/flow_smoothness_kernel.h"
 
 namespace pyvidgen::cpu {
 namespace {
@@ -68,7 +69,11 @@ at::Tensor forward_impl(const at::Tensor& flow, double delta_in) {
   });
   double total = 0.0;
   for (double value : partial) total += value;
-  return at::scalar_tensor(total, flow.options());
+  // Beyond T's range the sum is infinite, as the reference's T-precision sum is (a flow of 1e38 overflows).
+  const bool overflow = std::abs(total) > static_cast<double>(std::numeric_limits<T>::max());
+  const T result = overflow ? std::copysign(std::numeric_limits<T>::infinity(), static_cast<T>(total > 0 ? 1 : -1))
+                            : static_cast<T>(total);
+  return at::scalar_tensor(result, flow.options());
 }
 
 // One row of the gradient: +slope(left difference) -slope(right) +slope(up) -slope(down), times

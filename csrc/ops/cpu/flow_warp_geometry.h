@@ -5,10 +5,12 @@
 #pragma once
 
 #include <ATen/cpu/vec/vec.h>
+#include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -17,6 +19,15 @@ namespace pyvidgen::cpu::flow_warp_geometry {
 constexpr int64_t kZeros = 0;
 constexpr int64_t kBorder = 1;
 constexpr int64_t kReflection = 2;
+
+// The padding mode as the ops pass it (a string, as in kernels/reference/flow_warp.py PADDING_MODES) to its code.
+inline int64_t padding_code(std::string_view name) {
+  if (name == "zeros") return kZeros;
+  if (name == "border") return kBorder;
+  if (name == "reflection") return kReflection;
+  TORCH_CHECK_VALUE(false, "flow_warp: padding_mode must be one of 'zeros', 'border', 'reflection', got '", name,
+                    "'");
+}
 
 // Maps an integer tap to an index inside [0, size); `valid` is false when zeros padding reads 0.
 inline int64_t tap_index(int64_t k, int64_t size, int64_t mode, bool& valid) {
@@ -39,15 +50,24 @@ struct AxisTaps {
   T w1;            // weight of tap 1, the fractional part of the position
 };
 
+// Fold a finite position so that its taps are small integers without changing value or slope
+// (reference: _fold_position). Reflection subtracts whole periods; where T cannot resolve one period
+// at |p| (float32 beyond about 2^24 periods) the remainder is off by rounding steps, and the clamp
+// keeps it, and so every tap, inside [-1, period + 1]. The operations are the reference's, in its
+// order and unfused (the build turns contraction off), so both land on the same taps.
 template <typename T>
-inline AxisTaps<T> axis_taps(T p, int64_t size, int64_t mode) {
-  // Fold the position so that its floor fits in an integer without changing value or slope.
+inline T fold_position(T p, int64_t size, int64_t mode) {
   if (mode == kReflection && size > 1) {
     const T period = static_cast<T>(2 * (size - 1));
     p = p - period * std::floor(p / period);
-  } else {
-    p = std::min(std::max(p, static_cast<T>(-2.0)), static_cast<T>(size + 1.0));
+    return std::min(std::max(p, T(-1)), period + T(1));
   }
+  return std::min(std::max(p, static_cast<T>(-2.0)), static_cast<T>(size + 1.0));
+}
+
+template <typename T>
+inline AxisTaps<T> axis_taps(T p, int64_t size, int64_t mode) {
+  p = fold_position(p, size, mode);
   const T f = std::floor(p);
   const int64_t k = static_cast<int64_t>(f);
   AxisTaps<T> t;
@@ -57,7 +77,7 @@ inline AxisTaps<T> axis_taps(T p, int64_t size, int64_t mode) {
   return t;
 }
 
-// The same for eight float lanes at once. After folding, taps lie in [-1, 2 * (size - 1) + 1], so
+// The same for eight float lanes at once. After folding, taps lie in [-1, 2 * (size - 1) + 2], so
 // the reflection's remainder needs one conditional add or subtract, not a division.
 struct AxisTapsVec {
   using FVec = at::vec::Vectorized<float>;
@@ -91,6 +111,7 @@ inline AxisTapsVec axis_taps_vec(at::vec::Vectorized<float> p, int32_t size, int
   if (mode == kReflection && size > 1) {
     const FVec period(static_cast<float>(2 * (size - 1)));
     p = p - period * (p / period).floor();
+    p = at::vec::clamp(p, FVec(-1.0f), period + FVec(1.0f));
   } else {
     p = at::vec::clamp(p, FVec(-2.0f), FVec(static_cast<float>(size + 1.0)));
   }

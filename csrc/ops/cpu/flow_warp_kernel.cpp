@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "ops/cpu/flow_warp_geometry.h"
-#include "ops/ops.h"
+#include "ops/cpu/flow_warp_kernel.h"
 
 namespace pyvidgen::cpu {
 namespace {

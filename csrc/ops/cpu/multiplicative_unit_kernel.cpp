@@ -11,7 +11,7 @@
 #include <algorithm>
 
 #include "ops/cpu/gate_math.h"
-#include "ops/ops.h"
+#include "ops/cpu/multiplicative_unit_kernel.h"
 
 namespace pyvidgen::cpu {
 namespace {

@@ -1,0 +1,430 @@
+"""Turning an :class:`~pyvidgen.ops._spec.OpSpec` into a working op, the same way for every op.
+
+:func:`define` registers, from the declaration alone:
+
+* ``pyvidgen::<op>`` and ``pyvidgen::<op>_backward`` (``torch.library.custom_op``), whose bodies pick
+  the backend (:func:`pyvidgen._backend.resolve`) and call its implementation on contiguous inputs;
+  half-precision inputs reach the reference and C++ implementations as float32 copies;
+* their fake functions, from the output layouts: outputs are contiguous by construction;
+* autograd: the forward saves its inputs, the backward op recomputes what it needs and computes only
+  the gradients asked for;
+* autocast kernels that cast the floating inputs by the op's policy;
+* the schemas of the C++ entry points ``pyvidgen_cpp::<op>_forward`` / ``_backward`` (their kernels
+  are registered by ``csrc/ops/<op>.cpp``) with the same fakes, so they pass ``opcheck`` as well.
+
+The returned :class:`DeclaredOp` is the validated Python entry point of the op.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from pyvidgen._backend import cpp_module, resolve
+from pyvidgen.ops import _layout
+from pyvidgen.ops._checks import check_choice, deterministic
+from pyvidgen.ops._spec import AUTOCAST_POLICIES, OpSpec, Variant
+from pyvidgen.tolerance import tolerance as _tolerance
+
+_HALF = (torch.float16, torch.bfloat16)
+_OPTION_TYPES = ("str", "bool", "float", "int")
+_AUTOCAST_KEYS = {"cpu": "AutocastCPU", "cuda": "AutocastCUDA"}
+
+# The C++ entry points' namespace: schemas defined here, kernels registered by the extension.
+_CPP_LIB = torch.library.Library("pyvidgen_cpp", "DEF")
+# Autocast kernels of the pyvidgen ops (the ops themselves are defined by custom_op).
+_LIB = torch.library.Library("pyvidgen", "FRAGMENT")
+
+OPS: dict[str, DeclaredOp] = {}
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One schema argument: ``kind`` is "Tensor", "Tensor?" or an option type (str, bool, float, int)."""
+
+    name: str
+    kind: str
+
+    @property
+    def is_tensor(self) -> bool:
+        return self.kind.startswith("Tensor")
+
+
+def _parse_arguments(text: str) -> tuple[Argument, ...]:
+    arguments = []
+    for part in text.split(","):
+        kind, name = part.split()
+        if kind not in ("Tensor", "Tensor?", *_OPTION_TYPES):
+            raise ValueError(f"argument {name!r}: unsupported type {kind!r}")
+        arguments.append(Argument(name, kind))
+    return tuple(arguments)
+
+
+def _returns(count: int) -> str:
+    return "Tensor" if count == 1 else "(" + ", ".join(["Tensor"] * count) + ")"
+
+
+def _as_tuple(value: Any) -> tuple:
+    kind = type(value)
+    return value if kind is tuple else tuple(value) if kind is list else (value,)
+
+
+class DeclaredOp:
+    """A declared op: call it with its arguments in schema order (tensors, then options)."""
+
+    def __init__(self, spec: OpSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.arguments = _parse_arguments(spec.args)
+        self.tensor_names = tuple(a.name for a in self.arguments if a.is_tensor)
+        self.option_names = tuple(a.name for a in self.arguments if not a.is_tensor)
+        self.tensor_positions = tuple(i for i, a in enumerate(self.arguments) if a.is_tensor)
+        self._option_positions = tuple(i for i, a in enumerate(self.arguments) if not a.is_tensor)
+        self._optional = {a.name for a in self.arguments if a.kind == "Tensor?"}
+        self.anchor_position = self.tensor_positions[self.tensor_names.index(spec.anchor)]
+        self.layouts = {
+            name: tuple(_layout.parse(t) for t in (text if isinstance(text, tuple) else (text,)))
+            for name, text in spec.layouts.items()
+        }
+        self.output_names = tuple(spec.outputs)
+        self._output_layouts = tuple(_layout.parse(text) for text in spec.outputs.values())
+        self._int_options = tuple((i, a.name) for i, a in enumerate(self.arguments) if a.kind == "int")
+        self._atomic = tuple(name in spec.atomic_grads for name in self.tensor_names)
+        self._ranks = {name: {layout.ndim for layout in layouts} for name, layouts in self.layouts.items()}
+        self._choices = tuple(
+            (self.arguments_index(name), name, tuple(allowed)) for name, allowed in spec.choices.items()
+        )
+        # Argument shapes already checked, so that a training loop's repeated calls skip the layout walk.
+        self._checked_shapes: set[tuple] = set()
+        self._validate()
+        self._implementations: dict[tuple[str, str], Any] = {}
+        self._modules: dict[str, Any] = {}
+        self._cpp_entry = f"{self.name}_forward"
+        # The backward op's tensors: one gradient per output, then the forward's tensor arguments.
+        n_out = len(self.output_names)
+        self._backward_tensor_positions = tuple(range(n_out)) + tuple(n_out + p for p in self.tensor_positions)
+        self._register()
+
+    # ----------------------------------------------------------------------------------- registration
+    def _validate(self) -> None:
+        spec = self.spec
+        missing = set(self.tensor_names) ^ set(self.layouts)
+        if missing:
+            raise ValueError(f"{self.name}: layouts must name every tensor argument exactly; check {sorted(missing)}")
+        unknown = (set(spec.choices) | set(spec.defaults)) - set(self.option_names)
+        unknown |= set(spec.atomic_grads) - set(self.tensor_names)
+        if unknown:
+            raise ValueError(f"{self.name}: {sorted(unknown)} are not arguments of {spec.args!r}")
+        if spec.autocast not in AUTOCAST_POLICIES:
+            raise ValueError(f"{self.name}: autocast must be one of {AUTOCAST_POLICIES}, got {spec.autocast!r}")
+        if spec.anchor in self._optional or not set(spec.float32_outputs) <= set(self.output_names):
+            raise ValueError(f"{self.name}: the anchor must be a required tensor; float32_outputs must be outputs")
+
+    def _register(self) -> None:
+        name, spec = self.name, self.spec
+        grads = ", ".join(f"Tensor grad_{o}" for o in self.output_names)
+        forward_schema = f"({spec.args}) -> {_returns(len(self.output_names))}"
+        backward_schema = (
+            f"({grads}, {spec.args}, bool[{len(self.tensor_names)}] needs_grad) -> {_returns(len(self.tensor_names))}"
+        )
+        forward = torch.library.custom_op(
+            f"pyvidgen::{name}", self._forward_body, mutates_args=(), schema=forward_schema
+        )
+        backward = torch.library.custom_op(
+            f"pyvidgen::{name}_backward", self._backward_body, mutates_args=(), schema=backward_schema
+        )
+        forward.register_fake(self._forward_fake)
+        backward.register_fake(self._backward_fake)
+        forward.register_autograd(self._autograd_backward, setup_context=self._setup_context)
+        self.forward_op = getattr(torch.ops.pyvidgen, name).default
+        self.backward_op = getattr(torch.ops.pyvidgen, f"{name}_backward").default
+        for device_type, key in _AUTOCAST_KEYS.items():
+            _LIB.impl(name, self._autocast_kernel(device_type, key), key, with_keyset=True)
+        if "cpp" in spec.backends:
+            _CPP_LIB.define(f"{name}_forward{forward_schema}")
+            _CPP_LIB.define(f"{name}_backward{backward_schema}")
+            torch.library.register_fake(f"pyvidgen_cpp::{name}_forward", self._forward_fake, lib=_CPP_LIB)
+            torch.library.register_fake(f"pyvidgen_cpp::{name}_backward", self._backward_fake, lib=_CPP_LIB)
+
+    # ----------------------------------------------------------------------------------- the call
+    def __call__(self, *args: Any) -> Any:
+        """Check the arguments (schema order), apply autocast, run ``pyvidgen::<op>``."""
+        return self.forward_op(*self.check_arguments(args))
+
+    def check_arguments(self, args: Sequence[Any]) -> tuple[Any, ...]:
+        """Validate ``args`` (schema order) and return them cast by the autocast policy when autocast is on.
+
+        Raises:
+            TypeError: a tensor argument is not a tensor of a supported floating dtype, or dtypes differ.
+            ValueError: a rank or shape does not fit the layouts, or an option is out of range.
+            RuntimeError: tensors on different devices.
+        """
+        if len(args) != len(self.arguments):
+            raise TypeError(
+                f"{self.name}: expected {len(self.arguments)} arguments ({self.spec.args}), got {len(args)}"
+            )
+        for position, name in zip(self.tensor_positions, self.tensor_names, strict=True):
+            t = args[position]
+            if t is None and name in self._optional:
+                continue
+            # The common case in a few attribute reads; the full check (and its message) otherwise.
+            if not (isinstance(t, Tensor) and t.dtype in _layout.SUPPORTED_DTYPES and t.dim() in self._ranks[name]):
+                _layout.check_tensor(self.name, name, t, self.layouts[name])
+        anchor = args[self.anchor_position]
+        device_type = anchor.device.type
+        if device_type in _AUTOCAST_KEYS and torch.is_autocast_enabled(device_type):
+            args = self.autocast_arguments(args, device_type)
+            anchor = args[self.anchor_position]
+        for position, name in zip(self.tensor_positions, self.tensor_names, strict=True):
+            t = args[position]
+            if (
+                t is not None
+                and position != self.anchor_position
+                and (t.device != anchor.device or t.dtype != anchor.dtype)
+            ):
+                _layout.check_same(self.name, name, t, self.spec.anchor, anchor)
+        self._check_shapes(args)
+        for position, name, allowed in self._choices:
+            check_choice(self.name, name, args[position], allowed)
+        if self.spec.check is not None:
+            self.spec.check(*args)
+        return tuple(args)
+
+    def _check_shapes(self, args: Sequence[Any]) -> None:
+        key = None
+        if not torch.compiler.is_compiling():
+            key = tuple(tuple(a.shape) if isinstance(a, Tensor) else a for a in args)
+            if key in self._checked_shapes:
+                return
+        bindings = {name: args[i] for i, name in self._int_options}
+        _layout.check_shapes(self.name, self._tensors(args), self.layouts, self.spec.anchor, bindings)
+        if key is not None and len(self._checked_shapes) < 1024:
+            self._checked_shapes.add(key)
+
+    def arguments_index(self, name: str) -> int:
+        """The schema position of argument ``name``."""
+        return next(i for i, a in enumerate(self.arguments) if a.name == name)
+
+    def _tensors(self, args: Sequence[Any]) -> dict[str, Tensor | None]:
+        return {name: args[p] for p, name in zip(self.tensor_positions, self.tensor_names, strict=True)}
+
+    def autocast_arguments(self, args: Sequence[Any], device_type: str) -> tuple[Any, ...]:
+        """``args`` with the floating tensors on ``device_type`` cast by the op's autocast policy.
+
+        float64 tensors are never cast (as in torch's autocast); "promote" casts to the widest dtype
+        among the eligible tensors, "float32" to float32, "lower" to the autocast dtype.
+        """
+        eligible = [
+            i
+            for i in self.tensor_positions
+            if isinstance(args[i], Tensor) and args[i].is_floating_point() and args[i].device.type == device_type
+        ]
+        if not eligible:
+            return tuple(args)
+        policy = self.spec.autocast
+        if policy == "promote":
+            target = args[eligible[0]].dtype
+            for i in eligible[1:]:
+                target = torch.promote_types(target, args[i].dtype)
+        elif policy == "float32":
+            target = torch.float32
+        else:
+            target = torch.get_autocast_dtype(device_type)
+        cast = list(args)
+        for i in eligible:
+            if cast[i].dtype != target and (cast[i].dtype != torch.float64 or policy == "promote"):
+                cast[i] = cast[i].to(target)
+        return tuple(cast)
+
+    def _autocast_kernel(self, device_type: str, key: str):  # noqa: ANN202 - a dispatcher kernel
+        exclude = torch._C.DispatchKeySet(getattr(torch._C.DispatchKey, key))
+
+        def kernel(_keyset: Any, *args: Any) -> Any:
+            with torch._C._ExcludeDispatchKeyGuard(exclude):
+                return self.forward_op(*self.autocast_arguments(args, device_type))
+
+        return kernel
+
+    # ----------------------------------------------------------------------------------- dispatch
+    def implementation(self, backend: str, phase: str) -> Any:
+        """The function ``backend`` computes ``phase`` ("forward" or "backward") with."""
+        if backend == "cpp":
+            key = ("cpp", phase)
+            if key not in self._implementations:
+                cpp_module()  # loading the extension registers its kernels
+                overload = getattr(torch.ops.pyvidgen_cpp, f"{self.name}_{phase}").default
+                # The overload's C++ callable itself: one Python frame less on every call.
+                self._implementations[key] = overload._op
+            return self._implementations[key]
+        module = self._modules.get(backend)
+        if module is None:
+            module = self._modules[backend] = importlib.import_module(f"pyvidgen.kernels.{backend}.{self.name}")
+        # Looked up on every call (not kept): a patched launcher takes effect at once.
+        if backend == "reference":
+            return getattr(module, self.name if phase == "forward" else f"{self.name}_backward")
+        return getattr(module, f"{self.name}_{'fwd' if phase == 'forward' else 'bwd'}")
+
+    def resolve_backend(self, device: torch.device | str, needs_grad: Sequence[bool] | None = None) -> str:
+        """The backend a call on ``device`` runs on (for a backward: computing the ``needs_grad`` gradients)."""
+        atomics = needs_grad is not None and any(n and a for n, a in zip(needs_grad, self._atomic, strict=True))
+        return resolve(
+            self.name,
+            device if type(device) is torch.device else torch.device(device),
+            backends=self.spec.backends,
+            atomics_ok=not (atomics and deterministic()),
+            cpp_entry=self._cpp_entry,
+        )
+
+    def _prepare(self, args: Sequence[Any], positions: Sequence[int], backend: str, anchor: Tensor) -> list[Any]:
+        """``args`` with the tensors at ``positions`` contiguous; the reference and C++ implementations
+        compute half inputs as float32 copies."""
+        upcast = backend != "triton" and anchor.dtype in _HALF
+        prepared = list(args)
+        for p in positions:
+            t = prepared[p]
+            if t is not None:
+                t = t.contiguous()
+                prepared[p] = t.float() if upcast and t.dtype in _HALF else t
+        return prepared
+
+    def output_dtype(self, name: str, dtype: torch.dtype) -> torch.dtype:
+        """The dtype of output ``name`` for inputs of ``dtype``."""
+        return torch.float32 if name in self.spec.float32_outputs and dtype in _HALF else dtype
+
+    def _forward_body(self, *args: Any) -> Any:
+        anchor = args[self.anchor_position]
+        backend = self.resolve_backend(anchor.device)
+        prepared = self._prepare(args, self.tensor_positions, backend, anchor)
+        outputs = _as_tuple(self.implementation(backend, "forward")(*prepared))
+        result = []
+        for name, out in zip(self.output_names, outputs, strict=True):
+            dtype = self.output_dtype(name, anchor.dtype)
+            result.append((out if out.dtype == dtype else out.to(dtype)).contiguous())
+        return tuple(result) if len(result) > 1 else result[0]
+
+    def _backward_body(self, *args: Any) -> Any:
+        needs_grad = args[-1]
+        op_args = args[len(self.output_names) : -1]
+        anchor = op_args[self.anchor_position]
+        backend = self.resolve_backend(anchor.device, needs_grad)
+        prepared = self._prepare(args[:-1], self._backward_tensor_positions, backend, anchor)
+        grads = _as_tuple(self.implementation(backend, "backward")(*prepared, needs_grad))
+        result = []
+        for k, position in enumerate(self.tensor_positions):
+            t = op_args[position]
+            if needs_grad[k] and t is not None:
+                grad = grads[k] if grads[k].dtype == t.dtype else grads[k].to(t.dtype)
+                result.append(grad.contiguous())
+            else:
+                # Custom ops return tensors, never None: a gradient nobody needs comes back empty.
+                result.append(anchor.new_empty(0, dtype=(t if t is not None else anchor).dtype))
+        return tuple(result) if len(result) > 1 else result[0]
+
+    # ----------------------------------------------------------------------------------- fakes
+    def output_shapes(self, args: Sequence[Any], check: bool = False) -> list[tuple[Any, ...]]:
+        """The outputs' shapes for ``args`` (real or fake tensors), from the layouts."""
+        bindings = {name: args[i] for i, name in self._int_options}
+        tensors = self._tensors(args)
+        for name in (self.spec.anchor, *tensors):
+            t = tensors[name]
+            if t is not None:
+                any(_layout.bind(layout, t.shape, bindings, check=check) for layout in self.layouts[name])
+        return [_layout.expected_shape(layout, bindings) for layout in self._output_layouts]
+
+    def _forward_fake(self, *args: Any) -> Any:
+        anchor = args[self.anchor_position]
+        outputs = tuple(
+            anchor.new_empty(shape, dtype=self.output_dtype(name, anchor.dtype))
+            for name, shape in zip(self.output_names, self.output_shapes(args), strict=True)
+        )
+        return outputs if len(outputs) > 1 else outputs[0]
+
+    def _backward_fake(self, *args: Any) -> Any:
+        needs_grad = args[-1]
+        op_args = args[len(self.output_names) : -1]
+        anchor = op_args[self.anchor_position]
+        result = []
+        for k, position in enumerate(self.tensor_positions):
+            t = op_args[position]
+            if needs_grad[k] and t is not None:
+                result.append(t.new_empty(t.shape))  # contiguous, whatever t's strides
+            else:
+                result.append(anchor.new_empty(0, dtype=(t if t is not None else anchor).dtype))
+        return tuple(result) if len(result) > 1 else result[0]
+
+    # ----------------------------------------------------------------------------------- autograd
+    def _setup_context(self, ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        ctx.save_for_backward(*(inputs[p] for p in self.tensor_positions))
+        ctx.options = tuple(inputs[p] for p in self._option_positions)
+        if len(self.output_names) > 1:
+            ctx.output_meta = tuple((o.shape, o.dtype, o.device) for o in output)
+
+    def _autograd_backward(self, ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+        if len(grads) > 1:
+            # An output that does not reach the loss gets no gradient (e.g. the last step's cell state).
+            grads = tuple(
+                g if g is not None else torch.zeros(shape, dtype=dtype, device=device)
+                for g, (shape, dtype, device) in zip(grads, ctx.output_meta, strict=True)
+            )
+        args = self.merge(ctx.saved_tensors, ctx.options)
+        needs_input_grad = ctx.needs_input_grad
+        needs_grad = [bool(needs_input_grad[p]) for p in self.tensor_positions]
+        computed = _as_tuple(self.backward_op(*grads, *args, needs_grad))
+        result: list[Tensor | None] = [None] * len(self.arguments)
+        for k, position in enumerate(self.tensor_positions):
+            if needs_grad[k]:
+                result[position] = computed[k]
+        return tuple(result)
+
+    # ----------------------------------------------------------------------------------- tools
+    def merge(self, tensors: Sequence[Tensor | None], options: Sequence[Any]) -> tuple[Any, ...]:
+        """Arguments in schema order from the tensor arguments and the options, each in order."""
+        args: list[Any] = [None] * len(self.arguments)
+        for p, t in zip(self.tensor_positions, tensors, strict=True):
+            args[p] = t
+        for p, value in zip(self._option_positions, options, strict=True):
+            args[p] = value
+        return tuple(args)
+
+    def reference(self, *args: Any) -> Any:
+        """The reference forward on ``args`` (schema order), differentiable by autograd, no op boundary."""
+        return self.implementation("reference", "forward")(*args)
+
+    def sample(
+        self,
+        dims: Sequence[int],
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+        variant: Variant | str | None = None,
+        magnitude: float | None = None,
+    ) -> tuple[Any, ...]:
+        """Sample arguments (schema order) of size ``dims``, drawn on the CPU from ``generator``."""
+        samples = self.spec.samples
+        chosen = variant if isinstance(variant, Variant) else samples.variant(variant)
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        magnitude = samples.magnitudes[0] if magnitude is None else magnitude
+        drawn = samples.build(tuple(dims), generator, magnitude, **chosen.inputs)
+        tensors = [t.to(device=device, dtype=dtype) if t is not None else None for t in drawn]
+        options = {**self.spec.defaults, **chosen.options}
+        return self.merge(tensors, [options[name] for name in self.option_names])
+
+    def tolerance(self, output: str, args: Sequence[Any], dtype: torch.dtype) -> dict[str, float]:
+        """atol/rtol for output (or ``grad_<argument>``) ``output`` of a call on ``args`` in ``dtype``."""
+        growth = self.spec.error_growth(output, tuple(args)) if self.spec.error_growth else {}
+        return _tolerance(dtype, **growth)
+
+
+def define(spec: OpSpec) -> DeclaredOp:
+    """Register the op ``spec`` declares (see the module docstring) and add it to :data:`OPS`."""
+    if spec.name in OPS:
+        raise ValueError(f"op {spec.name!r} is declared twice")
+    op = DeclaredOp(spec)
+    OPS[spec.name] = op
+    return op

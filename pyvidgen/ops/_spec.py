@@ -1,0 +1,186 @@
+"""The declaration of an op: everything the library needs to know about it, in one place.
+
+An op module (``pyvidgen/ops/<op>.py``) builds one :class:`OpSpec` and hands it to
+:func:`pyvidgen.ops._define.define`. From it come the custom ops ``pyvidgen::<op>`` and
+``pyvidgen::<op>_backward`` (and the schemas of the C++ entry points ``pyvidgen_cpp::<op>_forward``
+/ ``_backward``), backend dispatch, the fake functions, autograd, autocast, input checks, and for
+the tools around the op: ``pyvidgen check``, the benchmark registry, the pytest-benchmark suite,
+``benchmarks/gpu_check.py`` and the shared op tester of the test suite.
+
+Implementations are found by name, so the declaration does not list them:
+
+* reference: ``pyvidgen.kernels.reference.<op>`` functions ``<op>(*args)`` and
+  ``<op>_backward(*grads, *args, needs_grad)``;
+* triton: ``pyvidgen.kernels.triton.<op>`` launchers ``<op>_fwd(*args)`` and
+  ``<op>_bwd(*grads, *args, needs_grad)``;
+* cpp: ``torch.ops.pyvidgen_cpp.<op>_forward`` and ``<op>_backward`` (same arguments), registered
+  by ``csrc/ops/<op>.cpp``.
+
+``args`` are the op's arguments in schema order; ``grads`` one gradient per output; ``needs_grad``
+one flag per tensor argument. A backward returns one gradient per tensor argument (None, or an empty
+tensor, where not needed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+AUTOCAST_POLICIES = ("promote", "float32", "lower")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A named configuration that samples, tests, checks and benchmarks cover.
+
+    Attributes:
+        name: short label, e.g. "reflection/normalized".
+        options: values of the op's non-tensor arguments (the rest come from ``OpSpec.defaults``).
+        inputs: keyword arguments of the sample builder that shape the tensors (e.g. the peephole kind).
+    """
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Samples:
+    """How to draw the op's inputs, and at which sizes and magnitudes.
+
+    Attributes:
+        build: ``build(dims, generator, magnitude, **variant.inputs)`` -> one float64 CPU tensor (or
+            None for an absent optional) per tensor argument, in schema order, drawn from ``generator``.
+            ``magnitude`` scales the values to what the op sees in practice (1) or when training
+            explodes (up to 3e38).
+        variants: the configurations worth covering; the first is the default one.
+        dims: small sizes for every backend (interpreted Triton included): 1s, primes, odd sizes.
+        large_dims: more sizes for compiled backends: several work tiles, many channels, W >= 16.
+        empty_dims: sizes with a zero-sized batch (or another empty dimension).
+        check_dims: the size ``pyvidgen check`` and gpu_check's first check use.
+        magnitudes: the values ``magnitude`` takes in property tests (the first is the typical one).
+        property_ranges: an inclusive (low, high) per entry of ``dims`` for the hypothesis tests of the
+            compiled backends (realistic: W >= 16 so the vector paths run, 3 channels as well as 64).
+    """
+
+    build: Callable[..., tuple[Tensor | None, ...]]
+    variants: tuple[Variant, ...]
+    dims: tuple[tuple[int, ...], ...]
+    empty_dims: tuple[tuple[int, ...], ...]
+    check_dims: tuple[int, ...]
+    property_ranges: tuple[tuple[int, int], ...]
+    large_dims: tuple[tuple[int, ...], ...] = ()
+    magnitudes: tuple[float, ...] = (1.0,)
+
+    def variant(self, name: str | None) -> Variant:
+        """The variant called ``name`` (the first one for None)."""
+        if name is None:
+            return self.variants[0]
+        for variant in self.variants:
+            if variant.name == name:
+                return variant
+        raise ValueError(f"no variant {name!r}; known: {', '.join(v.name for v in self.variants)}")
+
+
+@dataclass(frozen=True)
+class Shape:
+    """One benchmarked problem size.
+
+    Attributes:
+        dims: the sample builder's ``dims`` (their meaning is the benchmark's ``shape_doc``).
+        quick: part of the ``--quick`` subset.
+        target: a shape that a performance target of the op is stated at.
+    """
+
+    dims: tuple[int, ...]
+    quick: bool = False
+    target: bool = False
+
+    @property
+    def label(self) -> str:
+        return "x".join(str(d) for d in self.dims)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A performance goal: ``provider`` at least ``min_speedup`` times faster than ``baseline``.
+
+    Checked at the op's ``target`` shapes in ``mode`` (and reported, never enforced).
+    """
+
+    provider: str
+    baseline: str
+    min_speedup: float
+    mode: str = "fwd+bwd"
+
+
+@dataclass(frozen=True)
+class Bench:
+    """How the op is benchmarked.
+
+    Attributes:
+        shapes: benchmarked sizes.
+        shape_doc: what ``Shape.dims`` is, e.g. "x (B, C, H, W); flow (B, 2, H, W)".
+        variant: the variant timed (default: the first).
+        targets: performance goals reported next to the table.
+        baselines: other eager formulations users write today, each also timed compiled.
+        bytes_moved: ``(inputs, outputs, mode) -> bytes`` for GB/s; None where GB/s does not apply;
+            the default counts every input and output once per pass.
+    """
+
+    shapes: tuple[Shape, ...]
+    shape_doc: str
+    variant: str | None = None
+    targets: tuple[Target, ...] = ()
+    baselines: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    bytes_moved: Callable[[Sequence[Tensor], Sequence[Tensor], str], int] | None | str = "default"
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One op's declaration.
+
+    Attributes:
+        name: the op's name: ``pyvidgen.ops.<name>``, ``pyvidgen::<name>``, the kernel modules' names.
+        args: the schema's arguments, e.g. "Tensor x, Tensor flow, str padding_mode, bool normalized";
+            tensors first by convention, ``Tensor?`` for optional ones.
+        layouts: each tensor argument's layout, or a tuple of accepted layouts.
+        outputs: each output's name and layout (outputs take the anchor's dtype and device).
+        anchor: the tensor argument whose dtype and device the others must share and whose shape
+            binds the layout symbols first.
+        samples: how tests, checks and benchmarks draw inputs.
+        defaults: the options' values where a variant does not set them.
+        choices: allowed values of string options.
+        check: op-specific validation beyond layouts and choices, called with the arguments in
+            schema order; raises ValueError/TypeError naming the argument.
+        backends: the implementations this op has.
+        atomic_grads: tensor arguments whose Triton gradient is accumulated with atomics (not
+            deterministic): in deterministic mode ``auto`` avoids Triton when one is needed.
+        autocast: under ``torch.autocast``: "promote" (cast to the widest input dtype, as torch does
+            for ``grid_sample``), "float32" (as for losses and sums) or "lower" (to the autocast
+            dtype, as for ``lstm_cell``). The kernels compute in float32 whatever they are given.
+        float32_outputs: outputs that stay float32 for half inputs (sums that would overflow float16).
+        error_growth: ``(output name, args) -> {"terms": n, "scale": s}`` for
+            :func:`pyvidgen.tolerance.tolerance`: how many rounded terms an output sums and any exact
+            factor applied after the sum; outputs not named are elementwise (n = 1).
+        bench: the benchmark entry, or None.
+    """
+
+    name: str
+    args: str
+    layouts: Mapping[str, str | tuple[str, ...]]
+    outputs: Mapping[str, str]
+    anchor: str
+    samples: Samples
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    choices: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    check: Callable[..., None] | None = None
+    backends: tuple[str, ...] = ("reference", "cpp", "triton")
+    atomic_grads: tuple[str, ...] = ()
+    autocast: str = "promote"
+    float32_outputs: tuple[str, ...] = ()
+    error_growth: Callable[[str, tuple[Any, ...]], Mapping[str, float]] | None = None
+    bench: Bench | None = None
