@@ -45,14 +45,11 @@ def _cpu_flags() -> list[str]:
     """-O3 plus AVX2/FMA code (at::vec's AVX2 path) when the building machine has them.
 
     The extension is compiled where it is installed, so the build machine's CPU is the run machine's.
-    PYVIDGEN_PORTABLE=1 builds for the baseline ISA instead. Floating-point contraction is off: an
-    ``a * b + c`` fused into an FMA rounds differently from the reference's two operations, and sampling
-    positions must agree with the reference bit for bit (where floor jumps, one ulp moves a tap by a
-    pixel). The kernels that want FMAs call at::vec::fmadd explicitly.
+    PYVIDGEN_PORTABLE=1 builds for the baseline ISA instead.
     """
-    flags = ["-O3", "-std=c++20", "-fopenmp", "-ffp-contract=off"]
+    flags = ["-O3", "-std=c++20", "-fopenmp"]
     if SANITIZE:
-        flags = ["-O1", "-g", "-fno-omit-frame-pointer", "-std=c++20", "-fopenmp", "-ffp-contract=off"]
+        flags = ["-O1", "-g", "-fno-omit-frame-pointer", "-std=c++20", "-fopenmp"]
         flags += SANITIZER_FLAGS
     if os.environ.get("PYVIDGEN_PORTABLE") == "1" or platform.machine() not in ("x86_64", "AMD64"):
         return flags

@@ -56,7 +56,7 @@ def _fold_position(p: Tensor, size: int, padding_mode: str) -> Tensor:
     remainder lands in ``[0, period]`` up to one rounding; but where the dtype cannot resolve a
     period at ``|p|`` (float32 beyond about 2^24 periods, a flow that exploded) it is off by whole
     rounding steps, so it is clamped to ``[-1, period + 1]``: every tap stays in the image and the
-    result is defined. Every backend does these operations in this order, unfused.
+    result is defined. Every backend does these operations in this order, each rounded (no FMA).
     """
     if padding_mode == "reflection" and size > 1:
         period = 2 * (size - 1)

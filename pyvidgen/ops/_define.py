@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from pyvidgen._backend import cpp_module, resolve
 from pyvidgen.ops import _layout
@@ -374,7 +375,13 @@ class DeclaredOp:
         args = self.merge(ctx.saved_tensors, ctx.options)
         needs_input_grad = ctx.needs_input_grad
         needs_grad = [bool(needs_input_grad[p]) for p in self.tensor_positions]
-        computed = _as_tuple(self.backward_op(*grads, *args, needs_grad))
+        if torch.compiler.is_compiling() or _get_current_dispatch_mode() is not None:
+            # Traced (compile, fake tensors, opcheck): the backward op must appear in the graph.
+            computed = _as_tuple(self.backward_op(*grads, *args, needs_grad))
+        else:
+            # Eager: the op's own body, without a second trip through the dispatcher (a few microseconds
+            # per step, which small shapes notice).
+            computed = _as_tuple(self._backward_body(*grads, *args, needs_grad))
         result: list[Tensor | None] = [None] * len(self.arguments)
         for k, position in enumerate(self.tensor_positions):
             if needs_grad[k]:

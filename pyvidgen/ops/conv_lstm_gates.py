@@ -22,11 +22,12 @@ PEEPHOLE_KINDS = (None, "pixel", "channel")
 def _sample(
     dims: tuple[int, ...], generator: torch.Generator, magnitude: float, peephole: str | None = None
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """Pre-activations ~ N(0, magnitude^2) (at 2: neither linear nor saturated), c ~ N(0, 1.5^2)
-    (scaled with the magnitude beyond it), peepholes ~ N(0, 1) per pixel or per channel."""
+    """Pre-activations ~ N(0, magnitude^2) (at 2: neither linear nor saturated; at 1e30 a diverged
+    layer), c ~ N(0, 1.5^2) growing with the magnitude up to ten times that (a cell state cannot explode
+    like the pre-activations: |c_next| <= |c| + 1 per step), peepholes ~ N(0, 1) per pixel or channel."""
     batch, channels, height, width = dims
     gates = torch.randn(batch, 4 * channels, height, width, generator=generator, dtype=torch.float64) * magnitude
-    c = torch.randn(dims, generator=generator, dtype=torch.float64) * 1.5 * max(1.0, magnitude / 2)
+    c = torch.randn(dims, generator=generator, dtype=torch.float64) * 1.5 * min(max(1.0, magnitude / 2), 10.0)
     weights = None
     if peephole is not None:
         shape = (3, channels, height, width) if peephole == "pixel" else (3, channels, 1, 1)
@@ -34,13 +35,21 @@ def _sample(
     return gates, c, weights
 
 
+def _largest(t: Tensor) -> float:
+    finite = t[torch.isfinite(t)]
+    return float(finite.abs().max()) if finite.numel() else 1.0
+
+
 def _error_growth(output: str, args: tuple[Any, ...]) -> Mapping[str, float]:
     gates, c, peephole = args
+    # The forget gate's gradient and the peephole gradients are products with the cell state: their
+    # rounding grows with |c| (tens, when the gates saturate).
+    scale = _largest(c) if output in ("grad_gates", "grad_peephole") else 1.0
     if output == "grad_peephole":
         # Summed over the batch, and over the pixels for per-channel weights.
         per_weight = c.shape[0] * (1 if peephole.shape[-2:] != (1, 1) else c.shape[2] * c.shape[3])
-        return {"terms": per_weight}
-    return {"terms": 4}
+        return {"terms": per_weight, "scale": scale}
+    return {"terms": 4, "scale": scale}
 
 
 _GATE_TARGETS = (Target("cpp", "eager", 3.0), Target("cpp", "compiled", 1.0))

@@ -6,6 +6,9 @@ recomputes the activations. Semantics: :mod:`pyvidgen.kernels.reference.multipli
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -21,6 +24,14 @@ def _sample(dims: tuple[int, ...], generator: torch.Generator, magnitude: float)
     return pre, h
 
 
+def _error_growth(output: str, args: tuple[Any, ...]) -> Mapping[str, float]:
+    pre, h = args
+    # The gradient of g2 is a product with h: its rounding grows with |h|.
+    finite = h[torch.isfinite(h)]
+    scale = float(finite.abs().max()) if output == "grad_pre" and finite.numel() else 1.0
+    return {"terms": 4, "scale": scale}
+
+
 MULTIPLICATIVE_UNIT = define(
     OpSpec(
         name="multiplicative_unit",
@@ -30,6 +41,7 @@ MULTIPLICATIVE_UNIT = define(
         anchor="h",
         # A gate nonlinearity like lstm_cell: everything in the autocast dtype (computed in float32).
         autocast="lower",
+        error_growth=_error_growth,
         samples=Samples(
             build=_sample,
             variants=(Variant("MU"),),

@@ -50,16 +50,43 @@ struct AxisTaps {
   T w1;            // weight of tap 1, the fractional part of the position
 };
 
+// `x` as computed and rounded: the compiler may not fuse the operation that produced it into the one
+// that consumes it. Sampling positions must round as the reference's separate multiply and add do
+// (where floor jumps, one ulp moves a tap by a pixel), while FMA contraction elsewhere in the kernels
+// is welcome; an empty asm statement that claims to change `x` keeps the multiply apart.
+template <typename T>
+inline T unfused(T x) {
+#if defined(__GNUC__) && defined(__x86_64__)
+  asm("" : "+x"(x));
+#elif defined(__GNUC__)
+  asm("" : "+m"(x));
+#endif
+  return x;
+}
+
+inline at::vec::Vectorized<float> unfused(at::vec::Vectorized<float> x) {
+#if defined(__GNUC__) && defined(CPU_CAPABILITY_AVX2)
+  __m256 v = x;
+  asm("" : "+x"(v));
+  return v;
+#elif defined(__GNUC__)
+  asm("" : "+m"(x));
+  return x;
+#else
+  return x;
+#endif
+}
+
 // Fold a finite position so that its taps are small integers without changing value or slope
 // (reference: _fold_position). Reflection subtracts whole periods; where T cannot resolve one period
 // at |p| (float32 beyond about 2^24 periods) the remainder is off by rounding steps, and the clamp
 // keeps it, and so every tap, inside [-1, period + 1]. The operations are the reference's, in its
-// order and unfused (the build turns contraction off), so both land on the same taps.
+// order and unfused, so both land on the same taps.
 template <typename T>
 inline T fold_position(T p, int64_t size, int64_t mode) {
   if (mode == kReflection && size > 1) {
     const T period = static_cast<T>(2 * (size - 1));
-    p = p - period * std::floor(p / period);
+    p = p - unfused(period * std::floor(p / period));
     return std::min(std::max(p, T(-1)), period + T(1));
   }
   return std::min(std::max(p, static_cast<T>(-2.0)), static_cast<T>(size + 1.0));
@@ -110,7 +137,7 @@ inline AxisTapsVec axis_taps_vec(at::vec::Vectorized<float> p, int32_t size, int
   using FVec = at::vec::Vectorized<float>;
   if (mode == kReflection && size > 1) {
     const FVec period(static_cast<float>(2 * (size - 1)));
-    p = p - period * (p / period).floor();
+    p = p - unfused(period * (p / period).floor());
     p = at::vec::clamp(p, FVec(-1.0f), period + FVec(1.0f));
   } else {
     p = at::vec::clamp(p, FVec(-2.0f), FVec(static_cast<float>(size + 1.0)));
@@ -159,8 +186,8 @@ struct ImageGeometry {
     T u = flow_u[p];
     T v = flow_v[p];
     if (normalized) {
-      u = u * scale_x;
-      v = v * scale_y;
+      u = unfused(u * scale_x);
+      v = unfused(v * scale_y);
     }
     T px = static_cast<T>(j) + u;
     T py = static_cast<T>(i) + v;
@@ -191,8 +218,8 @@ struct ImageGeometry {
       FVec u = FVec::loadu(flow_u + p);
       FVec v = FVec::loadu(flow_v + p);
       if (normalized) {
-        u = u * FVec(scale_x);
-        v = v * FVec(scale_y);
+        u = unfused(u * FVec(scale_x));
+        v = unfused(v * FVec(scale_y));
       }
       FVec px = (FVec(static_cast<float>(j)) + lane) + u;  // j + lane is exact, as is the scalar (float)j
       FVec py = row + v;
