@@ -38,6 +38,12 @@ def tolerance(dtype: torch.dtype, terms: float = 1, scale: float = 1.0) -> dict[
     return {"atol": atol * growth * max(1.0, float(scale)), "rtol": rtol * growth}
 
 
+def largest_finite(t: torch.Tensor) -> float:
+    """The largest finite ``|t|`` (0 when there is none): the magnitude an error scales with."""
+    finite = t[torch.isfinite(t)]
+    return float(finite.abs().max()) if finite.numel() else 0.0
+
+
 def compare(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float) -> dict[str, object]:
     """Elementwise ``|actual - expected| <= atol + rtol * |expected|``; NaN only where expected is NaN,
     infinities equal.

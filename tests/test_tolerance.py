@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pyvidgen.tolerance import compare, tolerance
+from pyvidgen.tolerance import compare, largest_finite, tolerance
 
 
 def test_tolerance_grows_with_the_reduction_and_the_scale():
@@ -30,3 +30,8 @@ def test_compare_flags_errors_and_nonfinite_mismatch():
     sign = compare(torch.tensor([1.0, 2.0, float("nan"), 4.0, float("-inf")]), expected, atol=1.0, rtol=1.0)
     assert not sign["ok"] and sign["bad"] == 1
     assert not compare(torch.zeros(3), torch.zeros(4), atol=1, rtol=1)["ok"]
+
+
+def test_largest_finite_ignores_nan_and_inf():
+    assert largest_finite(torch.tensor([1.0, -3.0, float("nan"), float("-inf")])) == 3.0
+    assert largest_finite(torch.tensor([float("inf")])) == 0.0 and largest_finite(torch.zeros(0)) == 0.0

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from pyvidgen.ops._define import define
 from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant
+from pyvidgen.tolerance import largest_finite
 
 PEEPHOLE_KINDS = (None, "pixel", "channel")
 
@@ -35,16 +36,11 @@ def _sample(
     return gates, c, weights
 
 
-def _largest(t: Tensor) -> float:
-    finite = t[torch.isfinite(t)]
-    return float(finite.abs().max()) if finite.numel() else 1.0
-
-
 def _error_growth(output: str, args: tuple[Any, ...]) -> Mapping[str, float]:
     gates, c, peephole = args
     # The forget gate's gradient and the peephole gradients are products with the cell state: their
     # rounding grows with |c| (tens, when the gates saturate).
-    scale = _largest(c) if output in ("grad_gates", "grad_peephole") else 1.0
+    scale = largest_finite(c) if output in ("grad_gates", "grad_peephole") else 1.0
     if output == "grad_peephole":
         # Summed over the batch, and over the pixels for per-channel weights.
         per_weight = c.shape[0] * (1 if peephole.shape[-2:] != (1, 1) else c.shape[2] * c.shape[3])
