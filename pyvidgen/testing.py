@@ -156,3 +156,107 @@ def check_autocast(
     }
     dtype_ok = all(actual[name].dtype == expected_dtypes[name] for name in actual)
     return {"ok": dtype_ok and all(p["ok"] for p in parts.values()), "dtype_ok": dtype_ok, "parts": parts}
+
+
+def _raster(shape: Sequence[int]) -> Tensor:
+    """Raster index of every position of a (T, H, W) or (H, W) grid: frame, then row, then column."""
+    return torch.arange(int(torch.tensor(shape).prod())).reshape(tuple(shape))
+
+
+def check_causal(
+    fn: Any,
+    input_shape: Sequence[int],
+    color_groups: int = 1,
+    *,
+    strict: bool = True,
+    frame_offset: int = 0,
+    probes: Sequence[Sequence[int]] | None = None,
+    generator: torch.Generator | None = None,
+) -> dict[str, Any]:
+    """The receptive-field test of an autoregressive image or video model.
+
+    Backpropagates from single output sub-pixels to the input and checks that the gradient vanishes at
+    every input sub-pixel the output may not see: in raster order (frame, row, column, then colour
+    group), an output sub-pixel sees only earlier input sub-pixels, and, unless ``strict``, the input
+    sub-pixel of its own colour group at its own position (a single mask-B layer). Other batch items must
+    not be seen at all.
+
+    Args:
+        fn: maps the input, (B, C, H, W) or (B, T, C, H, W), to an output (B, C_out, H, W) or
+            (B, T_out, C_out, H, W); channel c of n is in colour group ``floor(c * G / n)``, in input and
+            output alike.
+        input_shape: the input's shape (B >= 2 is checked for batch independence).
+        color_groups: G.
+        strict: False for a single mask-B layer (a sub-pixel sees its own input sub-pixel).
+        frame_offset: output frame u models input frame ``u + frame_offset`` (1 for next-frame models).
+        probes: output positions to check, each (row, col) or (frame, row, col); default the first, the
+            last and three random positions, in every colour group.
+        generator: draws the input and the random probes.
+
+    Returns:
+        ``{"checked", "violations" (a list of (probe, group, input position, input group) that should not
+        be seen), and for the probe that sees the most earlier positions: "receptive_field" (bool (H, W) or
+        (T, H, W): the input positions it sees), "seen" (how many earlier positions), "blind_spot" (earlier
+        positions inside the bounding box of what it sees that it does not see; stacked masked
+        convolutions leave the pixels up and to the right unseen)}``. Fine when ``violations`` is empty;
+        the blind spot is a measurement, not a failure.
+    """
+    generator = generator if generator is not None else torch.Generator().manual_seed(0)
+    x = torch.randn(tuple(input_shape), generator=generator, dtype=torch.float64).requires_grad_()
+    y = fn(x)
+    video = x.dim() == 5
+    grid = tuple(x.shape[1:2]) + tuple(x.shape[-2:]) if video else tuple(x.shape[-2:])
+    out_grid = tuple(y.shape[1:2]) + tuple(y.shape[-2:]) if video else tuple(y.shape[-2:])
+    in_channels, out_channels = x.shape[-3], y.shape[-3]
+    in_groups = torch.div(torch.arange(in_channels) * color_groups, in_channels, rounding_mode="floor")
+    order = _raster(grid)
+    if probes is None:
+        last = [s - 1 for s in out_grid]
+        probes = [[0] * len(out_grid), last] + [
+            [int(torch.randint(0, s, (), generator=generator)) for s in out_grid] for _ in range(3)
+        ]
+    violations: list[tuple] = []
+    best: dict[str, Any] = {"receptive_field": torch.zeros(grid, dtype=torch.bool), "blind_spot": 0, "seen": 0}
+    checked = 0
+    for probe in probes:
+        probe = tuple(int(p) for p in probe)
+        position = (probe[0] + frame_offset, *probe[1:]) if video else probe
+        own = int(order[position])
+        for group in range(color_groups):
+            channel = (group * out_channels + out_channels // (2 * color_groups)) // color_groups
+            index = (0, probe[0], channel, *probe[1:]) if video else (0, channel, *probe)
+            (grad,) = torch.autograd.grad(y[index], x, retain_graph=True)
+            if grad[1:].abs().sum() > 0:
+                violations.append((probe, group, "another batch item", None))
+            influence = grad[0] != 0  # (T, C, H, W) or (C, H, W)
+            per_channel = influence.movedim(-3, 0).reshape(in_channels, -1)  # (C, positions)
+            flat_order = order.reshape(-1)
+            for c in range(in_channels):
+                g_in = int(in_groups[c])
+                later = flat_order > own
+                same = flat_order == own
+                forbidden = later | (same & ((g_in >= group) if strict else (g_in > group)))
+                bad = per_channel[c] & forbidden
+                for where in bad.nonzero().flatten().tolist():
+                    violations.append(
+                        (probe, group, tuple(int(i) for i in torch.unravel_index(torch.tensor(where), grid)), g_in)
+                    )
+            any_channel = per_channel.any(0).reshape(grid)
+            receptive = any_channel
+            checked += 1
+        earlier = order < own
+        seen = int((receptive & earlier).sum())
+        # The blind spot: earlier positions inside the bounding box of what the probe sees that it does not
+        # see (for stacked masked convolutions, the pixels up and to the right).
+        box = earlier.clone()
+        if receptive.any():
+            where = receptive.nonzero()
+            for dim, (low, high) in enumerate(
+                zip(where.min(0).values.tolist(), where.max(0).values.tolist(), strict=True)
+            ):
+                index = torch.arange(grid[dim]).view([-1 if d == dim else 1 for d in range(len(grid))])
+                box &= (index >= low) & (index <= high)
+        blind = int((box & ~receptive).sum())
+        if seen >= best["seen"]:
+            best = {"receptive_field": receptive, "blind_spot": blind, "seen": seen}
+    return {"checked": checked, "violations": violations, **best}

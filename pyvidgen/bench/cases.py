@@ -86,15 +86,23 @@ class OpBench:
     def targets(self) -> tuple[Target, ...]:
         return self.bench.targets
 
-    @property
-    def options(self) -> dict[str, Any]:
-        """The benchmarked variant's options."""
-        variant = self.declared.spec.samples.variant(self.bench.variant)
-        return {**self.declared.spec.defaults, **variant.options}
+    def options(self, variant: str | None = None) -> dict[str, Any]:
+        """The options of ``variant`` (default: the benchmarked one)."""
+        chosen = self.declared.spec.samples.variant(variant or self.bench.variant)
+        return {**self.declared.spec.defaults, **chosen.options}
 
-    def make_inputs(self, dims: Sequence[int], device: torch.device, dtype: torch.dtype, gen: torch.Generator) -> tuple:
-        """The op's arguments at size ``dims`` (the benchmarked variant)."""
-        return self.declared.sample(dims, dtype=dtype, device=device, generator=gen, variant=self.bench.variant)
+    def make_inputs(
+        self,
+        dims: Sequence[int],
+        device: torch.device,
+        dtype: torch.dtype,
+        gen: torch.Generator,
+        variant: str | None = None,
+    ) -> tuple:
+        """The op's arguments at size ``dims`` (``variant``, default the benchmarked one)."""
+        return self.declared.sample(
+            dims, dtype=dtype, device=device, generator=gen, variant=variant or self.bench.variant
+        )
 
     def reference(self, *args: Any) -> Any:
         return self.declared.reference(*args)

@@ -137,6 +137,8 @@ def target_lines(rows: Sequence[Row]) -> list[str]:
         for goal in entry.targets if entry else ():
             if goal.provider != row["provider"] or goal.mode != row["mode"]:
                 continue
+            if goal.shape is not None and goal.shape != row["shape_label"]:
+                continue
             speedup = row.get("speedup", {}).get(goal.baseline)
             verdict = "not measured" if speedup is None else "MET" if speedup >= goal.min_speedup else "NOT MET"
             got = "-" if speedup is None else f"{speedup:.2f}x"

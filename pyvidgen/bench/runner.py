@@ -91,7 +91,7 @@ def make_workload(
     device = torch.device(device)
     mode = cases.canonical_mode(mode)
     gen = torch.Generator().manual_seed(seed)
-    args = entry.make_inputs(shape.dims, device, dtype, gen)
+    args = entry.make_inputs(shape.dims, device, dtype, gen, shape.variant)
     with torch.no_grad():
         expected = as_outputs(entry.reference(*args))
     grad_outputs = None
@@ -227,7 +227,7 @@ def _base_row(plan: tuple[OpBench, Shape, str], device: torch.device, dtype: tor
         "shape": list(shape.dims),
         "shape_label": shape.label,
         "shape_doc": entry.shape_doc,
-        "kwargs": entry.options,
+        "kwargs": entry.options(shape.variant),
         "mode": mode,
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),

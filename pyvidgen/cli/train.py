@@ -5,22 +5,44 @@ Examples::
     pyvidgen train st-ae --preset small --steps 2000 --out runs/st-ae
     torchrun --nproc-per-node 2 -m pyvidgen.cli.main train st-ae --steps 200 --out runs/ddp
     pyvidgen sample st-ae --checkpoint runs/st-ae/checkpoint.pt --frames 10
+    pyvidgen train vpn --preset small --steps 600 --out runs/vpn
+    pyvidgen train vpn --preset small --steps 600 --option spatial_dependencies=false --out runs/vpn-baseline
+    pyvidgen sample vpn --checkpoint runs/vpn/checkpoint.pt --context 10 --frames 10
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+import torch
 
 
 def _tasks() -> dict:
     from pyvidgen.training.st_ae import STAETask
+    from pyvidgen.training.vpn import VPNTask
 
-    return {STAETask.name: STAETask}
+    return {STAETask.name: STAETask, VPNTask.name: VPNTask}
 
 
-TASK_NAMES = ("st-ae",)
+TASK_NAMES = ("st-ae", "vpn")
+
+
+def _parse_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE an int, a float, true/false or a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"options are KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    for kind in (int, float):
+        try:
+            return key, kind(value)
+        except ValueError:
+            pass
+    if value.lower() in ("true", "false"):
+        return key, value.lower() == "true"
+    return key, value
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +58,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--eval-batches", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=10, help="frames per training video")
+    parser.add_argument(
+        "--option",
+        action="append",
+        type=_parse_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="a task option (repeatable), e.g. vpn: spatial_dependencies=false (the paper's baseline), size=64",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     parser.add_argument("--no-progress", action="store_true")
@@ -60,7 +90,7 @@ def run_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         progress=not args.no_progress,
-        options={"seq_len": args.seq_len},
+        options={"seq_len": args.seq_len, **dict(args.option)},
     )
     result = train(_tasks()[args.task](), config).metrics
     import torch.distributed as dist
@@ -82,36 +112,25 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_sample(args: argparse.Namespace) -> int:
-    import torch
-
-    from pyvidgen.data import MovingDigits
     from pyvidgen.training.loop import TrainConfig, load_checkpoint
     from pyvidgen.training.media import save_gif, save_png_grid
 
     state = load_checkpoint(args.checkpoint)
+    if state.get("task", args.task) != args.task:
+        print(f"pyvidgen sample: {args.checkpoint} is a {state['task']} checkpoint, not {args.task}", file=sys.stderr)
+        return 2
     config = TrainConfig(**state["config"])
     task = _tasks()[args.task]()
     model = task.build_model(config)
     model.load_state_dict(state["model"])
     model.eval()
-    data = MovingDigits(
-        length=args.videos,
-        seq_len=args.context + args.frames,
-        seed=args.seed,
-        split="test",
-        size=int(config.options.get("size", 64)),
-        digits=int(config.options.get("digits", 2)),
-    )
-    truth = torch.stack([data[i] for i in range(args.videos)])
-    future = model.rollout(truth[:, : args.context], args.frames)
-    predicted = torch.cat((truth[:, : args.context], future), dim=1)
+    videos = task.videos(config, args.videos, args.context + args.frames, args.seed)
+    truth, predicted, line = task.sample(model, videos, args.context, args.frames, args.seed)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent
     out.mkdir(parents=True, exist_ok=True)
     rows = [v for pair in zip(truth, predicted, strict=True) for v in pair]
     png = save_png_grid(out / "rollout.png", rows)
     gif = save_gif(out / "rollout.gif", [torch.cat(list(pair), dim=-1) for pair in zip(truth, predicted, strict=True)])
-    mse = torch.mean((future - truth[:, args.context :]) ** 2).item()
-    held = torch.mean((truth[:, args.context - 1 : args.context] - truth[:, args.context :]) ** 2).item()
-    print(f"rollout of {args.frames} frames after {args.context}: MSE {mse:.5f} (copy-last-frame {held:.5f})")
+    print(line)
     print(f"wrote {png} and {gif}")
     return 0

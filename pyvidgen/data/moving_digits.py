@@ -83,6 +83,20 @@ def digit_glyphs(digit_size: int = 28, split: str = "train") -> tuple[torch.Tens
     return glyphs.clone(), labels.clone()
 
 
+def _hue_to_rgb(hue: float) -> tuple[float, float, float]:
+    """A fully saturated, full-value colour of hue in [0, 1) (HSV with S = V = 1)."""
+    sector, fraction = divmod(hue * 6.0, 1.0)
+    rising, falling = fraction, 1.0 - fraction
+    return (
+        (1.0, rising, 0.0),
+        (falling, 1.0, 0.0),
+        (0.0, 1.0, rising),
+        (0.0, falling, 1.0),
+        (rising, 0.0, 1.0),
+        (1.0, 0.0, falling),
+    )[int(sector) % 6]
+
+
 def _check_positive_int(value, name: str) -> int:
     try:
         value = operator.index(value)
@@ -130,6 +144,9 @@ class MovingDigits(Dataset):
         seed: base seed.
         split: ``"train"`` or ``"test"``: picks both the seed stream and a disjoint glyph bank
             (see `digit_glyphs`).
+        colors: RGB videos (T, 3, H, W): each digit gets its own saturated colour (a random hue), and
+            overlapping digits mix channel by channel (max). The grey video of the same index is the
+            brightest channel of the RGB one's digits (the draws of positions and glyphs are shared).
 
     Example:
         >>> ds = MovingDigits(length=100, seq_len=20)
@@ -147,8 +164,10 @@ class MovingDigits(Dataset):
         speed: float | tuple[float, float] = (2.0, 4.0),
         seed: int = 0,
         split: str = "train",
+        colors: bool = False,
     ) -> None:
         self.length = operator.index(length)
+        self.colors = bool(colors)
         if self.length < 0:
             raise ValueError(f"length must be >= 0, got {self.length}")
         self.seq_len = _check_positive_int(seq_len, "seq_len")
@@ -222,6 +241,8 @@ class MovingDigits(Dataset):
         else:
             folded = torch.zeros_like(unfolded)
         pos = folded.round().to(torch.int64).clamp_(0, room)  # (T, D, 2) integer top-left (row, col)
+        # Drawn last, so grey and RGB videos of one index share every other draw.
+        hues = torch.rand(D, generator=gen, dtype=torch.float64) if self.colors else None
 
         # Paste: one fancy-indexed gather/max/scatter per digit, each covering all T frames at once (a digit
         # never overlaps itself within a frame, so this is exact max compositing). Done in numpy, which is
@@ -229,18 +250,22 @@ class MovingDigits(Dataset):
         # when its threads compete with other processes (e.g. DataLoader workers) for the cores.
         pos_np = pos.numpy()
         glyphs_np = glyphs.numpy()
-        canvas = np.zeros((T, S, S), dtype=np.float32)
+        channels = 3 if self.colors else 1
+        canvas = np.zeros((channels, T, S, S), dtype=np.float32)
         frame = np.arange(T)[:, None, None]
         ar = np.arange(d)
         for k, g in enumerate(which.tolist()):
             rows = (pos_np[:, k, 0, None] + ar)[:, :, None]  # (T, d, 1)
             cols = (pos_np[:, k, 1, None] + ar)[:, None, :]  # (T, 1, d)
-            if k == 0:
-                canvas[frame, rows, cols] = glyphs_np[g]
-            else:
-                canvas[frame, rows, cols] = np.maximum(canvas[frame, rows, cols], glyphs_np[g])
-        video = torch.from_numpy(canvas)
-        return video.view(T, 1, S, S), pos, which
+            tints = _hue_to_rgb(float(hues[k])) if hues is not None else (1.0,)
+            for ch, tint in enumerate(tints):
+                plane = canvas[ch]
+                if k == 0:
+                    plane[frame, rows, cols] = glyphs_np[g] * tint
+                else:
+                    plane[frame, rows, cols] = np.maximum(plane[frame, rows, cols], glyphs_np[g] * tint)
+        video = torch.from_numpy(canvas).transpose(0, 1)  # (T, C, S, S)
+        return video.contiguous(), pos, which
 
     def __getitem__(self, index) -> torch.Tensor:
         """One video.
@@ -249,7 +274,8 @@ class MovingDigits(Dataset):
             index: item index in ``[-len, len)``.
 
         Returns:
-            float32 tensor (T, 1, H, W) with T = ``seq_len``, H = W = ``size``, values in [0, 1].
+            float32 tensor (T, C, H, W) with T = ``seq_len``, C = 3 with ``colors`` else 1, H = W = ``size``,
+            values in [0, 1].
         """
         return self._generate(index)[0]
 
@@ -275,15 +301,16 @@ class MovingDigits(Dataset):
             indices: item indices.
 
         Returns:
-            float32 tensor (B, T, 1, H, W).
+            float32 tensor (B, T, C, H, W).
         """
         items = [self[i] for i in indices]
         if not items:
-            return torch.zeros(0, self.seq_len, 1, self.size, self.size)
+            return torch.zeros(0, self.seq_len, 3 if self.colors else 1, self.size, self.size)
         return torch.stack(items)
 
     def __repr__(self) -> str:
         return (
             f"MovingDigits(length={self.length}, seq_len={self.seq_len}, size={self.size}, digits={self.digits}, "
-            f"digit_size={self.digit_size}, speed={self.speed}, seed={self.seed}, split={self.split!r})"
+            f"digit_size={self.digit_size}, speed={self.speed}, seed={self.seed}, split={self.split!r}, "
+            f"colors={self.colors})"
         )

@@ -2,6 +2,15 @@
 
 from pyvidgen.nn.conv_lstm import ConvLSTM, ConvLSTMCell
 from pyvidgen.nn.flow import FlowWarp, HuberPenalty
+from pyvidgen.nn.masked import MaskedConv2d
 from pyvidgen.nn.multiplicative import MultiplicativeUnit, ResidualMultiplicativeBlock
 
-__all__ = ["ConvLSTM", "ConvLSTMCell", "FlowWarp", "HuberPenalty", "MultiplicativeUnit", "ResidualMultiplicativeBlock"]
+__all__ = [
+    "ConvLSTM",
+    "ConvLSTMCell",
+    "FlowWarp",
+    "HuberPenalty",
+    "MaskedConv2d",
+    "MultiplicativeUnit",
+    "ResidualMultiplicativeBlock",
+]

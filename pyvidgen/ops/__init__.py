@@ -9,6 +9,7 @@ from pyvidgen.ops._define import OPS
 from pyvidgen.ops.conv_lstm_gates import conv_lstm_gates
 from pyvidgen.ops.flow_smoothness import flow_smoothness, flow_smoothness_grad
 from pyvidgen.ops.flow_warp import PADDING_MODES, flow_warp
+from pyvidgen.ops.masked_conv2d import masked_conv2d
 from pyvidgen.ops.multiplicative_unit import multiplicative_unit
 
 __all__ = [
@@ -18,5 +19,6 @@ __all__ = [
     "flow_smoothness",
     "flow_smoothness_grad",
     "flow_warp",
+    "masked_conv2d",
     "multiplicative_unit",
 ]

@@ -102,6 +102,16 @@ def bind(layout: Layout, shape: Sequence[Any], bindings: dict[str, Any], check: 
     return True
 
 
+def _complete(layout: Layout, shape: Sequence[Any], bindings: Mapping[str, Any]) -> dict[str, Any]:
+    """``bindings`` plus, for the message of a shape that does not fit, each unbound symbol read from the
+    first dimension it appears in (so the expected shape shows sizes, not names)."""
+    completed = dict(bindings)
+    for dim, size in zip(layout.dims, shape, strict=False):
+        if dim.symbol is not None and dim.symbol not in completed and size % dim.factor == 0:
+            completed[dim.symbol] = size // dim.factor
+    return completed
+
+
 def check_tensor(op: str, name: str, t: object, layouts: Sequence[Layout]) -> Tensor:
     """``t`` must be a tensor of a supported floating dtype with the rank of its layout(s)."""
     described = " or ".join(layout.text for layout in layouts)
@@ -136,7 +146,8 @@ def check_shapes(
         if any(bind(layout, t.shape, bindings) for layout in layouts[name]):
             continue
         wanted = " or ".join(
-            f"{layout.text} = {_shape_text(expected_shape(layout, bindings))}" for layout in layouts[name]
+            f"{layout.text} = {_shape_text(expected_shape(layout, _complete(layout, t.shape, bindings)))}"
+            for layout in layouts[name]
         )
         context = f" to match {anchor} {_shape_text(tensors[anchor].shape)}" if name != anchor else ""
         raise ValueError(f"{op}: {name} must have shape {wanted}{context}, got {_shape_text(t.shape)}")

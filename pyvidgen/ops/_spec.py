@@ -93,28 +93,33 @@ class Shape:
         dims: the sample builder's ``dims`` (their meaning is the benchmark's ``shape_doc``).
         quick: part of the ``--quick`` subset.
         target: a shape that a performance target of the op is stated at.
+        variant: the variant timed at this shape (default: the benchmark's).
     """
 
     dims: tuple[int, ...]
     quick: bool = False
     target: bool = False
+    variant: str | None = None
 
     @property
     def label(self) -> str:
-        return "x".join(str(d) for d in self.dims)
+        dims = "x".join(str(d) for d in self.dims)
+        return f"{dims}/{self.variant}" if self.variant else dims
 
 
 @dataclass(frozen=True)
 class Target:
     """A performance goal: ``provider`` at least ``min_speedup`` times faster than ``baseline``.
 
-    Checked at the op's ``target`` shapes in ``mode`` (and reported, never enforced).
+    Checked at the op's ``target`` shapes in ``mode`` (and reported, never enforced); with ``shape``, only at
+    the target shape of that label.
     """
 
     provider: str
     baseline: str
     min_speedup: float
     mode: str = "fwd+bwd"
+    shape: str | None = None
 
 
 @dataclass(frozen=True)
@@ -167,6 +172,9 @@ class OpSpec:
             :func:`pyvidgen.tolerance.tolerance`: how many rounded terms an output sums and any exact
             factor applied after the sum; outputs not named are elementwise (n = 1).
         bench: the benchmark entry, or None.
+        thread_invariant: whether the C++ backend gives bitwise the same result for any thread count (False
+            where it delegates a reduction to a vendor library, oneDNN, that splits it by thread; the results
+            then agree within the tolerance).
     """
 
     name: str
@@ -184,3 +192,4 @@ class OpSpec:
     float32_outputs: tuple[str, ...] = ()
     error_growth: Callable[[str, tuple[Any, ...]], Mapping[str, float]] | None = None
     bench: Bench | None = None
+    thread_invariant: bool = True

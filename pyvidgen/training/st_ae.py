@@ -90,6 +90,35 @@ class STAETask:
         metrics["next_frame_vs_copy_last"] = metrics["next_frame_mse"] / max(metrics["copy_last_mse"], 1e-12)
         return metrics
 
+    def videos(self, config: TrainConfig, count: int, seq_len: int, seed: int) -> Tensor:
+        """``count`` held-out videos of ``seq_len`` frames (B, T, 1, H, W), drawn from ``seed``."""
+        data = MovingDigits(
+            length=count,
+            seq_len=seq_len,
+            seed=seed,
+            split="test",
+            size=self._option(config, "size", 64),
+            digits=self._option(config, "digits", 2),
+        )
+        return data.batch(range(count))
+
+    @torch.no_grad()
+    def sample(
+        self, model: nn.Module, batch: Tensor, context: int, frames: int, seed: int
+    ) -> tuple[Tensor, Tensor, str]:
+        """Roll out ``frames`` frames after the first ``context``: (truth, predicted, a summary line with the MSE)."""
+        model = _unwrap(model)
+        truth = batch[:, : context + frames]
+        future = model.rollout(truth[:, :context].to(next(model.parameters()).device), frames).cpu()
+        predicted = torch.cat((truth[:, :context], future), dim=1)
+        mse = torch.mean((future - truth[:, context:]) ** 2).item()
+        held = torch.mean((truth[:, context - 1 : context] - truth[:, context:]) ** 2).item()
+        return (
+            truth,
+            predicted,
+            f"rollout of {frames} frames after {context}: MSE {mse:.5f} (copy-last-frame {held:.5f})",
+        )
+
     @torch.no_grad()
     def save_samples(self, model: nn.Module, batch: Tensor, out_dir: Path, step: int) -> list[Path]:
         model = _unwrap(model)

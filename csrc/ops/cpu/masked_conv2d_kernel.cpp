@@ -1,0 +1,93 @@
+// CPU masked convolution. Specification: kernels/reference/masked_conv2d.py.
+//
+// The taps below the centre row are hidden, so they are never computed: the convolution runs over
+// kernel rows 0 .. k / 2 only, on the input padded by dilation * (k / 2) above and at the sides (none
+// below), which gives the "same" output size with no wasted rows. The centre row's hidden right half
+// is multiplied by exact zeros: computing the centre row's left part as a second convolution measured
+// slower (one more oneDNN call and pass over the output) than spending those few taps.
+#include "ops/cpu/masked_conv2d_kernel.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+
+namespace pyvidgen::cpu {
+namespace {
+
+// floor(c * groups / channels): the colour group of channel c.
+inline int64_t group_of(int64_t c, int64_t channels, int64_t groups) { return c * groups / channels; }
+
+// Whether tap (row r, column s) of kernel rows 0 .. k / 2 connects input channel ci to output channel co.
+inline bool visible(int64_t r, int64_t s, int64_t centre, int64_t co, int64_t ci, int64_t cout, int64_t cin,
+                    bool type_a, int64_t groups) {
+  if (r < centre || s < centre) return true;
+  if (s > centre) return false;
+  const int64_t g_out = group_of(co, cout, groups), g_in = group_of(ci, cin, groups);
+  return type_a ? g_in < g_out : g_in <= g_out;
+}
+
+// dst[co, ci, r, s] = visible ? src[co, ci, r, s] : 0 for the k / 2 + 1 top rows; src rows have `src_rows` rows.
+template <typename T>
+void copy_visible(const T* src, int64_t src_rows, T* dst, int64_t cout, int64_t cin, int64_t k, bool type_a,
+                  int64_t groups) {
+  const int64_t centre = k / 2, rows = centre + 1;
+  for (int64_t co = 0; co < cout; ++co) {
+    for (int64_t ci = 0; ci < cin; ++ci) {
+      const T* s_tap = src + (co * cin + ci) * src_rows * k;
+      T* d_tap = dst + (co * cin + ci) * rows * k;
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t s = 0; s < k; ++s) {
+          d_tap[r * k + s] = visible(r, s, centre, co, ci, cout, cin, type_a, groups) ? s_tap[r * k + s] : T(0);
+        }
+      }
+    }
+  }
+}
+
+at::Tensor pad_above(const at::Tensor& x, int64_t reach) { return at::constant_pad_nd(x, {reach, reach, reach, 0}); }
+
+}  // namespace
+
+at::Tensor masked_visible_rows(const at::Tensor& weight_in, bool type_a, int64_t color_groups) {
+  // `weight` has k columns and k rows (a kernel) or k / 2 + 1 rows (a gradient of the visible rows).
+  const at::Tensor weight = weight_in.contiguous();
+  const int64_t cout = weight.size(0), cin = weight.size(1), src_rows = weight.size(2), k = weight.size(3);
+  at::Tensor rows = at::empty({cout, cin, k / 2 + 1, k}, weight.options());
+  AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "masked_visible_rows", [&] {
+    copy_visible(weight.const_data_ptr<scalar_t>(), src_rows, rows.mutable_data_ptr<scalar_t>(), cout, cin, k,
+                 type_a, color_groups);
+  });
+  return rows;
+}
+
+at::Tensor masked_conv2d_forward_kernel(const at::Tensor& x, const at::Tensor& weight,
+                                        const std::optional<at::Tensor>& bias, bool type_a, int64_t color_groups,
+                                        int64_t dilation) {
+  const int64_t k = weight.size(2), reach = dilation * (k / 2);
+  const at::Tensor rows = masked_visible_rows(weight, type_a, color_groups);
+  return at::convolution(pad_above(x, reach), rows, bias, {1, 1}, {0, 0}, {dilation, dilation}, false, {0, 0}, 1);
+}
+
+std::array<at::Tensor, 3> masked_conv2d_backward_kernel(const at::Tensor& grad_out, const at::Tensor& x,
+                                                        const at::Tensor& weight, bool has_bias, bool type_a,
+                                                        int64_t color_groups, int64_t dilation,
+                                                        std::array<bool, 3> needs_grad) {
+  const int64_t cout = weight.size(0), cin = weight.size(1), k = weight.size(2), reach = dilation * (k / 2);
+  const at::Tensor rows = masked_visible_rows(weight, type_a, color_groups);
+  const std::vector<int64_t> bias_sizes{cout};
+  auto [grad_padded, grad_rows, grad_bias] = at::convolution_backward(
+      grad_out, pad_above(x, reach), rows, has_bias ? at::OptionalIntArrayRef(bias_sizes) : std::nullopt, {1, 1},
+      {0, 0}, {dilation, dilation}, false, {0, 0}, 1, {needs_grad[0], needs_grad[1], needs_grad[2] && has_bias});
+  std::array<at::Tensor, 3> grads;
+  if (needs_grad[0]) grads[0] = grad_padded.slice(2, reach).slice(3, reach, reach + x.size(3)).contiguous();
+  if (needs_grad[1]) {
+    // Hidden taps get exact zeros: the rows below the centre were never part of the convolution, and
+    // the hidden taps of the centre row are masked out of the dense row gradient.
+    grads[1] = at::zeros_like(weight, at::MemoryFormat::Contiguous);
+    const at::Tensor masked = masked_visible_rows(grad_rows, type_a, color_groups);  // grad_rows has k / 2 + 1 rows
+    grads[1].narrow(2, 0, k / 2 + 1).copy_(masked);
+  }
+  if (needs_grad[2] && has_bias) grads[2] = grad_bias;
+  return grads;
+}
+
+}  // namespace pyvidgen::cpu
