@@ -212,14 +212,15 @@ def run_timings(
 
 def run_layer_timings(device: torch.device | str) -> dict[str, list[dict[str, Any]]]:
     """Whole-layer and whole-step timings, where launch overhead makes fusion count most: a ConvLSTM
-    layer against the usual per-step implementation, and a training step of the small ST-AE on the
-    fused ops against the reference."""
+    layer against the usual per-step implementation, and training steps of the small ST-AE and VPN on
+    the fused ops against the reference."""
     from pyvidgen.bench.layers import time_conv_lstm_layer
-    from pyvidgen.bench.model_step import time_st_ae_step
+    from pyvidgen.bench.model_step import time_st_ae_step, time_vpn_step
 
     return {
         "conv_lstm_layer": time_conv_lstm_layer(device=device, seconds=1.0, min_runs=5, rounds=3),
         "st_ae_step": time_st_ae_step(device=device, seconds=2.0, min_runs=5, rounds=3),
+        "vpn_step": time_vpn_step(device=device, seconds=2.0, min_runs=5, rounds=3),
     }
 
 
@@ -292,7 +293,7 @@ def execute(
         from pyvidgen.bench.layers_report import format_layer_table, format_step_table
 
         print("\n" + format_layer_table(result["layers"]["conv_lstm_layer"]))
-        print("\n" + format_step_table(result["layers"]["st_ae_step"]))
+        print("\n" + format_step_table(result["layers"]["st_ae_step"] + result["layers"]["vpn_step"]))
     if result.get("timings_error"):
         print("\ntimings failed:\n" + result["timings_error"])
     print(f"\n{'PASS' if ok else 'FAIL'} in {result['elapsed_s']} s; report: {path}")

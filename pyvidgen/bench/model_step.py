@@ -1,14 +1,15 @@
 """Training-step benchmark of a whole model: the fused ops (backend auto) against the reference.
 
-:func:`time_st_ae_step` builds two identical SpatioTemporalAutoencoders, checks that one training
-step gives the same loss and gradients on both backends, times full steps (forward, backward,
-optimiser) interleaved, and profiles one step to report the share of time spent in the fused
-ops (``pyvidgen::*``) and in convolutions.
+:func:`time_training_step` trains two copies of a model, checks that one training step gives the same loss
+and gradients on both backends, times full steps (forward, backward, optimiser) interleaved, and profiles
+one step to report the share of time spent in the fused ops (``pyvidgen::*``) and in convolutions.
+:func:`time_st_ae_step` and :func:`time_vpn_step` apply it to the two video models.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -38,51 +39,46 @@ def _profile_shares(step) -> dict[str, float]:  # noqa: ANN001
     return {"fused_op_share": fused / max(total, 1e-9), "convolution_share": conv / max(total, 1e-9)}
 
 
-def time_st_ae_step(
-    preset: str = "small",
-    batch: int = 16,
-    seq_len: int = 10,
-    size: int = 64,
+def time_training_step(
+    model_name: str,
+    base: torch.nn.Module,
+    loss_fn: Callable[[torch.nn.Module], torch.Tensor],
+    problem: dict[str, Any],
     *,
+    lr: float = 1e-4,
     seconds: float = 6.0,
     min_runs: int = 4,
     rounds: int = 3,
-    seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> list[dict[str, Any]]:
-    """Median time of one training step of the ST-AE on each backend.
+    """Median time of one training step (forward, backward, RMSProp) of ``base`` on each backend.
+
+    Args:
+        model_name: the rows' ``model``.
+        base: the model; each backend trains its own copy from these weights.
+        loss_fn: ``model -> loss`` on a fixed batch.
+        problem: sizes reported with the rows (preset, batch, ...).
 
     Returns:
-        One dict per backend: ``model, preset, batch, seq_len, size, backend, ms, ms_q1, ms_q3, runs,
-        speedup_vs_reference, loss, loss_diff_vs_reference, max_grad_diff_vs_reference,
-        fused_op_share, convolution_share`` (the shares only on CPU, None elsewhere).
+        One dict per backend: ``model, **problem, backend, ms, ms_q1, ms_q3, runs, speedup_vs_reference, loss,
+        loss_diff_vs_reference, max_grad_diff_vs_reference, fused_op_share, convolution_share`` (the shares
+        only on CPU, None elsewhere).
     """
     device = torch.device(device)
-    torch.manual_seed(seed)
-    base = SpatioTemporalAutoencoder(PRESETS[preset]).to(device)
-    # A non-zero flow from the start, so the warp is exercised as in a trained model.
-    torch.nn.init.normal_(base.flow_head[-1].weight, std=0.05)
-    gen = torch.Generator().manual_seed(seed)
-    frames = torch.rand(batch, seq_len, 1, size, size, generator=gen).to(device)
     models = {name: copy.deepcopy(base) for name in BACKENDS}
-    optimizers = {name: torch.optim.RMSprop(models[name].parameters(), lr=1e-4) for name in BACKENDS}
-
-    def loss_of(name: str) -> torch.Tensor:
-        model = models[name]
-        return torch.nn.functional.mse_loss(model(frames[:, :-1]), frames[:, 1:])
-
+    optimizers = {name: torch.optim.RMSprop(models[name].parameters(), lr=lr) for name in BACKENDS}
     # Same loss and gradients on both backends, from the same weights.
     checks = {}
     for name in BACKENDS:
         with backend(name):
-            loss = loss_of(name)
+            loss = loss_fn(models[name])
             grads = torch.autograd.grad(loss, list(models[name].parameters()))
         checks[name] = (loss.item(), grads)
 
     def step_fn(name: str):  # noqa: ANN202
         def step() -> None:
             optimizers[name].zero_grad(set_to_none=True)
-            loss_of(name).backward()
+            loss_fn(models[name]).backward()
             optimizers[name].step()
 
         return step
@@ -107,11 +103,8 @@ def time_st_ae_step(
         )
         rows.append(
             {
-                "model": "st-ae",
-                "preset": preset,
-                "batch": batch,
-                "seq_len": seq_len,
-                "size": size,
+                "model": model_name,
+                **problem,
                 "backend": name,
                 "ms": median,
                 "ms_q1": ordered[len(ordered) // 4],
@@ -125,3 +118,65 @@ def time_st_ae_step(
             }
         )
     return rows
+
+
+def time_st_ae_step(
+    preset: str = "small",
+    batch: int = 16,
+    seq_len: int = 10,
+    size: int = 64,
+    *,
+    seconds: float = 6.0,
+    min_runs: int = 4,
+    rounds: int = 3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> list[dict[str, Any]]:
+    """:func:`time_training_step` of the spatio-temporal autoencoder (next-frame MSE)."""
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    base = SpatioTemporalAutoencoder(PRESETS[preset]).to(device)
+    # A non-zero flow from the start, so the warp is exercised as in a trained model.
+    torch.nn.init.normal_(base.flow_head[-1].weight, std=0.05)
+    gen = torch.Generator().manual_seed(seed)
+    frames = torch.rand(batch, seq_len, 1, size, size, generator=gen).to(device)
+
+    def loss_fn(model: torch.nn.Module) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(model(frames[:, :-1]), frames[:, 1:])
+
+    problem = {"preset": preset, "batch": batch, "seq_len": seq_len, "size": size}
+    return time_training_step(
+        "st-ae", base, loss_fn, problem, seconds=seconds, min_runs=min_runs, rounds=rounds, device=device
+    )
+
+
+def time_vpn_step(
+    preset: str = "small",
+    batch: int = 16,
+    seq_len: int = 10,
+    size: int = 32,
+    *,
+    seconds: float = 6.0,
+    min_runs: int = 4,
+    rounds: int = 3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> list[dict[str, Any]]:
+    """:func:`time_training_step` of the Video Pixel Network (NLL per sub-pixel) on bouncing digits."""
+    from pyvidgen.data import MovingDigits
+    from pyvidgen.models.video_pixel_network import build_vpn
+
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    base = build_vpn(preset).to(device)
+    colors = base.config.channels == 3
+    frames = MovingDigits(batch, seq_len, size=size, digit_size=round(28 * size / 64), colors=colors, seed=seed)
+    frames = frames.batch(range(batch)).to(device)
+
+    def loss_fn(model: torch.nn.Module) -> torch.Tensor:
+        return model.nll(frames).mean() / frames[0, 0].numel()
+
+    problem = {"preset": preset, "batch": batch, "seq_len": seq_len, "size": size}
+    return time_training_step(
+        "vpn", base, loss_fn, problem, lr=3e-4, seconds=seconds, min_runs=min_runs, rounds=rounds, device=device
+    )

@@ -64,6 +64,8 @@ class Samples:
         magnitudes: the values ``magnitude`` takes in property tests (the first is the typical one).
         property_ranges: an inclusive (low, high) per entry of ``dims`` for the hypothesis tests of the
             compiled backends (realistic: W >= 16 so the vector paths run, 3 channels as well as 64).
+        gradcheck_dims: the size of float64 gradcheck and of interpreted opchecks; default the first of
+            ``dims`` with every entry at most 3 (2 for interpreted Triton).
     """
 
     build: Callable[..., tuple[Tensor | None, ...]]
@@ -74,6 +76,7 @@ class Samples:
     property_ranges: tuple[tuple[int, int], ...]
     large_dims: tuple[tuple[int, ...], ...] = ()
     magnitudes: tuple[float, ...] = (1.0,)
+    gradcheck_dims: tuple[int, ...] | None = None
 
     def variant(self, name: str | None) -> Variant:
         """The variant called ``name`` (the first one for None)."""

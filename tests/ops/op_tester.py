@@ -102,8 +102,11 @@ class OpTester:
 
     @staticmethod
     def tiny(op: DeclaredOp, backend: str = "cpp") -> tuple[int, ...]:
-        """The first size with every dimension at most 3 (2 interpreted): cheap enough for gradcheck."""
-        return tuple(min(d, 2 if interpreted(backend) else 3) for d in op.spec.samples.dims[0])
+        """The declaration's gradcheck size, or the first size with every dimension at most 3 (2 interpreted)."""
+        samples = op.spec.samples
+        if samples.gradcheck_dims is not None:
+            return samples.gradcheck_dims
+        return tuple(min(d, 2 if interpreted(backend) else 3) for d in samples.dims[0])
 
     # ------------------------------------------------------------------------------------------- values
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
