@@ -9,6 +9,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
 
 namespace pyvidgen::cpu {
 namespace {
@@ -16,33 +19,30 @@ namespace {
 // floor(c * groups / channels): the colour group of channel c.
 inline int64_t group_of(int64_t c, int64_t channels, int64_t groups) { return c * groups / channels; }
 
-// Whether tap (row r, column s) of kernel rows 0 .. k / 2 connects input channel ci to output channel co.
-inline bool visible(int64_t r, int64_t s, int64_t centre, int64_t co, int64_t ci, int64_t cout, int64_t cin,
-                    bool type_a, int64_t groups) {
-  if (r < centre || s < centre) return true;
-  if (s > centre) return false;
-  const int64_t g_out = group_of(co, cout, groups), g_in = group_of(ci, cin, groups);
-  return type_a ? g_in < g_out : g_in <= g_out;
-}
-
-// dst[co, ci, r, s] = visible ? src[co, ci, r, s] : 0 for the k / 2 + 1 top rows; src rows have `src_rows` rows.
+// dst[co, ci, r, s] = visible ? src[co, ci, r, s] : 0 for the k / 2 + 1 top rows; src has `src_rows` rows.
+// The rows above the centre are wholly visible (a block copy); in the centre row the left taps are, the
+// centre tap by colour group, the right taps never.
 template <typename T>
 void copy_visible(const T* src, int64_t src_rows, T* dst, int64_t cout, int64_t cin, int64_t k, bool type_a,
                   int64_t groups) {
   const int64_t centre = k / 2, rows = centre + 1;
-  for (int64_t co = 0; co < cout; ++co) {
-    for (int64_t ci = 0; ci < cin; ++ci) {
-      const T* s_tap = src + (co * cin + ci) * src_rows * k;
-      T* d_tap = dst + (co * cin + ci) * rows * k;
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t s = 0; s < k; ++s) {
-          d_tap[r * k + s] = visible(r, s, centre, co, ci, cout, cin, type_a, groups) ? s_tap[r * k + s] : T(0);
-        }
+  at::parallel_for(0, cout, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t co = begin; co < end; ++co) {
+      const int64_t g_out = group_of(co, cout, groups);
+      for (int64_t ci = 0; ci < cin; ++ci) {
+        const T* s_tap = src + (co * cin + ci) * src_rows * k;
+        T* d_tap = dst + (co * cin + ci) * rows * k;
+        std::copy(s_tap, s_tap + centre * k + centre, d_tap);
+        const int64_t g_in = group_of(ci, cin, groups);
+        const bool centre_visible = type_a ? g_in < g_out : g_in <= g_out;
+        d_tap[centre * k + centre] = centre_visible ? s_tap[centre * k + centre] : T(0);
+        std::fill(d_tap + centre * k + centre + 1, d_tap + rows * k, T(0));
       }
     }
-  }
+  });
 }
 
+// x (B, C, H, W) padded by `reach` above, left and right (none below: those rows are never read).
 at::Tensor pad_above(const at::Tensor& x, int64_t reach) { return at::constant_pad_nd(x, {reach, reach, reach, 0}); }
 
 }  // namespace
