@@ -286,7 +286,7 @@ class MovingDigits(Dataset):
             index: item index in ``[-len, len)``.
 
         Returns:
-            dict with ``"video"`` float32 (T, 1, H, W); ``"positions"`` int64 (T, digits, 2), the
+            dict with ``"video"`` float32 (T, C, H, W) as ``self[index]``; ``"positions"`` int64 (T, digits, 2), the
             top-left pixel (row, col) of each digit in each frame, always in ``[0, size - digit_size]``;
             ``"labels"`` int64 (digits,), the class 0..9 of each digit; ``"glyph_indices"`` int64 (digits,),
             each digit's row in ``digit_glyphs(digit_size, split)``.

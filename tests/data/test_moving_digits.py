@@ -196,3 +196,20 @@ def test_batch_pickle_and_dataloader_workers():
     loader = DataLoader(ds, batch_size=4, num_workers=2, shuffle=False)
     got = torch.cat(list(loader))
     assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("index", [0, 1, 2, 3])
+def test_colored_digits_are_tinted_copies_of_the_grey_video(index):
+    # Every tint is a full-value colour (its largest channel is exactly 1) and compositing is a max, so the
+    # channel-wise max of an RGB video is exactly the grey video of the same index, overlaps included.
+    kwargs = dict(length=4, seq_len=6, digits=3, seed=21)
+    grey = MovingDigits(**kwargs)[index]
+    rgb_ds = MovingDigits(colors=True, **kwargs)
+    rgb = rgb_ds[index]
+    assert rgb.shape == (6, 3, 64, 64) and rgb.dtype == torch.float32
+    assert torch.equal(rgb.amax(dim=1, keepdim=True), grey)
+    assert torch.equal(rgb_ds.item_info(index)["video"], rgb)
+    assert rgb_ds.batch([0, 1]).shape == (2, 6, 3, 64, 64)
+    assert MovingDigits(colors=True, **kwargs).batch([]).shape == (0, 6, 3, 64, 64)
+    # The digits are coloured, not grey: some pixel has unequal channels.
+    assert (rgb.amax(dim=1) - rgb.amin(dim=1)).max() > 0.5
