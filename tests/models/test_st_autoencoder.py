@@ -1,4 +1,4 @@
-"""The spatio-temporal video autoencoder: architecture, zero-flow start, rollout, backends, compile."""
+"""The spatio-temporal video autoencoder: architecture, zero-flow start, rollout, backends, compile, autocast."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 
 import pyvidgen
 from pyvidgen.models.st_autoencoder import PRESETS, SpatioTemporalAutoencoder, build_st_autoencoder
+from tests.models.compiled_training import assert_compiled_training_matches_eager
 
 
 def _frames(rng, batch=2, steps=4, size=16):
@@ -83,6 +84,23 @@ def test_compiles_fullgraph(rng):
     frames = _frames(rng, steps=3)
     compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
     torch.testing.assert_close(compiled(frames), model(frames), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_inductor_training_step_matches_eager(dynamic, rng):
+    """Inductor, as users compile training steps: the loss and every gradient as in eager; with dynamic shapes
+    two frame sizes run through one graph."""
+    torch.manual_seed(0)
+    model = SpatioTemporalAutoencoder(PRESETS["small"])
+    torch.nn.init.normal_(model.flow_head[-1].weight, std=0.05)  # a non-zero flow exercises the warp
+    sizes = (16, 24) if dynamic else (16,)
+    batches = [_frames(rng, steps=3, size=size) for size in sizes]
+
+    def loss_of(frames):
+        return torch.nn.functional.mse_loss(model(frames[:, :-1]), frames[:, 1:])
+
+    assert_compiled_training_matches_eager(model, loss_of, batches, dynamic=dynamic)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -12,6 +12,7 @@ from pyvidgen.models.video_pixel_network import PRESETS, VideoPixelNetwork, bits
 from pyvidgen.models.vpn_sampling import sample_future
 from pyvidgen.nn import MaskedConv2d, ResidualMultiplicativeBlock
 from pyvidgen.testing import check_causal
+from tests.models.compiled_training import assert_compiled_training_matches_eager
 
 # Small enough for float64 gradients and the naive sampler.
 TINY = {
@@ -129,15 +130,46 @@ def test_compiles_fullgraph(rng):
     torch.testing.assert_close(compiled(frames), model(frames), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_trains_under_autocast(dtype, rng):
-    frames = torch.rand(2, 3, 3, 8, 8, generator=rng)
+@pytest.mark.slow
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+def test_inductor_training_step_matches_eager(dynamic, rng):
+    """Inductor, as users compile training steps: the loss and every gradient as in eager; with dynamic shapes
+    two frame sizes run through one graph."""
     torch.manual_seed(0)
     model = build_vpn("small-rgb", hidden=12, lstm_channels=12)
-    with torch.autocast("cpu", dtype=dtype):
-        loss = model.nll(frames).mean()
-    loss.backward()
-    assert loss.isfinite() and all(p.grad is not None and p.grad.isfinite().all() for p in model.parameters())
+    sizes = ((6, 7), (9, 5)) if dynamic else ((6, 7),)
+    batches = [torch.rand(2, 3, 3, *size, generator=rng) for size in sizes]
+    assert_compiled_training_matches_eager(model, lambda frames: model.nll(frames).mean(), batches, dynamic=dynamic)
+
+
+def test_sliced_and_channels_last_frames_give_the_same_loss(rng):
+    model = build_vpn("small-rgb", hidden=12, lstm_channels=12)
+    frames = torch.rand(2, 3, 3, 8, 8, generator=rng)
+    expected = model.nll(frames)
+    wide = torch.rand(2, 6, 3, 8, 16, generator=rng)
+    wide[:, ::2, :, :, ::2] = frames  # every other frame and column: a non-contiguous view
+    torch.testing.assert_close(model.nll(wide[:, ::2, :, :, ::2]), expected)
+    per_frame_channels_last = frames.flatten(0, 1).contiguous(memory_format=torch.channels_last).unflatten(0, (2, 3))
+    torch.testing.assert_close(model.nll(per_frame_channels_last), expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_trains_under_autocast(dtype, rng):
+    """Mixed precision: forward and backward run, and the loss and gradients stay close to float32's."""
+    frames = torch.rand(2, 3, 3, 8, 8, generator=rng)
+    results = {}
+    for precision in ("float32", "autocast"):
+        torch.manual_seed(0)
+        model = build_vpn("small-rgb", hidden=12, lstm_channels=12)
+        with torch.autocast("cpu", dtype=dtype, enabled=precision == "autocast"):
+            loss = model.nll(frames).mean()
+        loss.backward()
+        results[precision] = (loss.detach(), torch.cat([p.grad.flatten() for p in model.parameters()]))
+    loss, grads = results["autocast"]
+    assert loss.isfinite() and grads.isfinite().all()
+    torch.testing.assert_close(loss, results["float32"][0], rtol=2e-2, atol=0)
+    reference = results["float32"][1]
+    assert (grads - reference).norm() <= 0.1 * reference.norm()
 
 
 def test_bad_inputs():
