@@ -46,14 +46,32 @@ def _centre_visible(group_in, group_out, TYPE_A: tl.constexpr):
 
 
 @triton.jit
+def _tap_visible(ci, n, r, s, Cout, Cin, G, centre, TYPE_A: tl.constexpr):
+    """Whether tap (r, s) of rows 0 .. centre links input channels ci to output channels n: a boolean tile
+    of their broadcast shape (ci and n are int64 tiles such as ci[:, None] and n[None, :])."""
+    zero = ci * 0 + n * 0  # tap indices as tiles: scalar booleans do not mix into masks everywhere
+    visible = ((zero + r) < centre) | ((zero + s) < centre)
+    group_ok = _centre_visible((ci * G) // Cin, (n * G) // Cout, TYPE_A)
+    return visible | (((zero + s) == centre) & group_ok)
+
+
+@triton.jit
 def _tap_weights(w_ptr, n, ci, r, s, Cout, Cin, K, G, centre, TYPE_A: tl.constexpr):
     """Weights of tap (r, s) as a (len(ci), len(n)) tile with hidden taps zero; n and ci int64 vectors."""
-    zero = ci[:, None] * 0 + n[None, :] * 0  # tap indices as tiles: scalar booleans do not mix into masks everywhere
-    visible = ((zero + r) < centre) | ((zero + s) < centre)
-    group_ok = _centre_visible((ci[:, None] * G) // Cin, (n[None, :] * G) // Cout, TYPE_A)
-    keep = (visible | (((zero + s) == centre) & group_ok)) & (ci[:, None] < Cin) & (n[None, :] < Cout)
+    visible = _tap_visible(ci[:, None], n[None, :], r, s, Cout, Cin, G, centre, TYPE_A)
+    keep = visible & (ci[:, None] < Cin) & (n[None, :] < Cout)
     offsets = ((n[None, :] * Cin + ci[:, None]) * K + r) * K + s
     return tl.load(w_ptr + offsets, mask=keep, other=0.0)
+
+
+@triton.jit
+def _pixel_coordinates(m, H, W):
+    """Flat pixel indices over (batch, plane) -> (batch b, plane offset p, row, column)."""
+    hw = H * W
+    b = m // hw
+    p = m - b * hw
+    row = p // W
+    return b, p, row, p - row * W
 
 
 @triton.jit
@@ -82,11 +100,7 @@ def _masked_conv2d_fwd_kernel(
     m = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     n = tl.program_id(1).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     m_ok = m < total
-    hw = H * W
-    b = m // hw
-    p = m - b * hw
-    i = p // W
-    j = p - i * W
+    b, p, i, j = _pixel_coordinates(m, H, W)
     centre = K // 2
     if ACC_F64:
         acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float64)
@@ -108,7 +122,7 @@ def _masked_conv2d_fwd_kernel(
                 acc += tl.dot(x_tile, w_tile, input_precision=PRECISION, out_dtype=acc.dtype)
     if HAS_BIAS:
         acc += tl.load(b_ptr + n, mask=n < Cout, other=0.0).to(acc.dtype)[None, :]
-    out_offsets = (b[:, None] * Cout + n[None, :]) * hw + p[:, None]
+    out_offsets = (b[:, None] * Cout + n[None, :]) * (H * W) + p[:, None]
     tl.store(out_ptr + out_offsets, acc.to(out_ptr.dtype.element_ty), mask=m_ok[:, None] & (n[None, :] < Cout))
 
 
@@ -137,11 +151,7 @@ def _masked_conv2d_bwd_x_kernel(
     m = tl.program_id(0).to(tl.int64) * BLOCK_M + tl.arange(0, BLOCK_M)
     ci = tl.program_id(1).to(tl.int64) * BLOCK_K + tl.arange(0, BLOCK_K)
     m_ok = m < total
-    hw = H * W
-    b = m // hw
-    p = m - b * hw
-    y = p // W
-    z = p - y * W
+    b, p, y, z = _pixel_coordinates(m, H, W)
     centre = K // 2
     if ACC_F64:
         acc = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float64)
@@ -164,7 +174,7 @@ def _masked_conv2d_bwd_x_kernel(
                 # Pixels whose output lies beyond the border take no product at all (as in a transposed
                 # convolution), rather than 0 * weight, which is NaN for an infinite weight.
                 acc += tl.where(inside[:, None], partial, 0.0)
-    gx_offsets = (b[:, None] * Cin + ci[None, :]) * hw + p[:, None]
+    gx_offsets = (b[:, None] * Cin + ci[None, :]) * (H * W) + p[:, None]
     tl.store(gx_ptr + gx_offsets, acc.to(gx_ptr.dtype.element_ty), mask=m_ok[:, None] & (ci[None, :] < Cin))
 
 
@@ -203,10 +213,7 @@ def _masked_conv2d_bwd_w_kernel(
     for m0 in range(0, total, BLOCK_M):
         m = m0 + tl.arange(0, BLOCK_M).to(tl.int64)
         m_ok = m < total
-        b = m // hw
-        p = m - b * hw
-        i = p // W
-        j = p - i * W
+        b, p, i, j = _pixel_coordinates(m, H, W)
         y = i + dilation * (r - centre)
         z = j + dilation * (s - centre)
         inside = m_ok & (y >= 0) & (z >= 0) & (z < W)
@@ -219,11 +226,7 @@ def _masked_conv2d_bwd_w_kernel(
             x_tile = x_tile.to(tl.float32)
         acc += tl.dot(g_tile, x_tile, input_precision=PRECISION, out_dtype=acc.dtype)
     # Hidden taps get exact zeros: their (finite or not) sums are never stored.
-    zero = n[:, None] * 0 + ci[None, :] * 0
-    visible = ((zero + r) < centre) | ((zero + s) < centre)
-    group_ok = _centre_visible((ci[None, :] * G) // Cin, (n[:, None] * G) // Cout, TYPE_A)
-    keep = visible | (((zero + s) == centre) & group_ok)
-    acc = tl.where(keep, acc, 0.0)
+    acc = tl.where(_tap_visible(ci[None, :], n[:, None], r, s, Cout, Cin, G, centre, TYPE_A), acc, 0.0)
     gw_offsets = ((n[:, None] * Cin + ci[None, :]) * K + r) * K + s
     tl.store(gw_ptr + gw_offsets, acc.to(gw_ptr.dtype.element_ty), mask=(n[:, None] < Cout) & (ci[None, :] < Cin))
 
