@@ -86,10 +86,9 @@ class OpBench:
     def targets(self) -> tuple[Target, ...]:
         return self.bench.targets
 
-    def options(self, variant: str | None = None) -> dict[str, Any]:
-        """The options of ``variant`` (default: the benchmarked one)."""
-        chosen = self.declared.spec.samples.variant(variant or self.bench.variant)
-        return {**self.declared.spec.defaults, **chosen.options}
+    def options(self, variant: str | None = None, dims: Sequence[int] | None = None) -> dict[str, Any]:
+        """The options of ``variant`` (default: the benchmarked one), at size ``dims`` when given."""
+        return self.declared.options(variant or self.bench.variant, dims)
 
     def make_inputs(
         self,

@@ -227,7 +227,7 @@ def _base_row(plan: tuple[OpBench, Shape, str], device: torch.device, dtype: tor
         "shape": list(shape.dims),
         "shape_label": shape.label,
         "shape_doc": entry.shape_doc,
-        "kwargs": entry.options(shape.variant),
+        "kwargs": entry.options(shape.variant, shape.dims),
         "mode": mode,
         "device": str(device),
         "dtype": str(dtype).removeprefix("torch."),

@@ -7,6 +7,8 @@ from which the tests, ``pyvidgen check``, the benchmarks and gpu_check take what
 
 from pyvidgen.ops._define import OPS
 from pyvidgen.ops.conv_lstm_gates import conv_lstm_gates
+from pyvidgen.ops.draw_read import draw_read
+from pyvidgen.ops.draw_write import draw_write
 from pyvidgen.ops.flow_smoothness import flow_smoothness, flow_smoothness_grad
 from pyvidgen.ops.flow_warp import PADDING_MODES, flow_warp
 from pyvidgen.ops.masked_conv2d import masked_conv2d
@@ -16,6 +18,8 @@ __all__ = [
     "OPS",
     "PADDING_MODES",
     "conv_lstm_gates",
+    "draw_read",
+    "draw_write",
     "flow_smoothness",
     "flow_smoothness_grad",
     "flow_warp",

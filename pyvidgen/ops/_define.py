@@ -314,7 +314,15 @@ class DeclaredOp:
         anchor = op_args[self.anchor_position]
         backend = self.resolve_backend(anchor.device, needs_grad)
         prepared = self._prepare(args[:-1], self._backward_tensor_positions, backend, anchor)
-        grads = _as_tuple(self.implementation(backend, "backward")(*prepared, needs_grad))
+        device_type = anchor.device.type
+        if device_type in _AUTOCAST_KEYS and torch.is_autocast_enabled(device_type):
+            # A backward run inside an autocast region (autograd.grad under torch.autocast) would have the
+            # reference's matmuls lowered to the autocast dtype: the forward's inputs were already cast by the
+            # op's policy, so the backward computes in their dtype, as the forward did.
+            with torch.autocast(device_type, enabled=False):
+                grads = _as_tuple(self.implementation(backend, "backward")(*prepared, needs_grad))
+        else:
+            grads = _as_tuple(self.implementation(backend, "backward")(*prepared, needs_grad))
         result = []
         for k, position in enumerate(self.tensor_positions):
             t = op_args[position]
@@ -419,8 +427,18 @@ class DeclaredOp:
         magnitude = samples.magnitudes[0] if magnitude is None else magnitude
         drawn = samples.build(tuple(dims), generator, magnitude, **chosen.inputs)
         tensors = [t.to(device=device, dtype=dtype) if t is not None else None for t in drawn]
-        options = {**self.spec.defaults, **chosen.options}
+        options = self.options(chosen, dims)
         return self.merge(tensors, [options[name] for name in self.option_names])
+
+    def options(self, variant: Variant | str | None = None, dims: Sequence[int] | None = None) -> dict[str, Any]:
+        """The option values of ``variant`` (default: the first) for samples of size ``dims``."""
+        samples = self.spec.samples
+        chosen = variant if isinstance(variant, Variant) else samples.variant(variant)
+        options = {**self.spec.defaults, **chosen.options}
+        if dims is not None and samples.options is not None:
+            # Sizes bound by int options (a glimpse size N) follow the drawn tensors' sizes.
+            options.update(samples.options(tuple(dims)))
+        return options
 
     def tolerance(self, output: str, args: Sequence[Any], dtype: torch.dtype) -> dict[str, float]:
         """atol/rtol for output (or ``grad_<argument>``) ``output`` of a call on ``args`` in ``dtype``."""

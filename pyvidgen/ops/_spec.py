@@ -66,6 +66,9 @@ class Samples:
             compiled backends (realistic: W >= 16 so the vector paths run, 3 channels as well as 64).
         gradcheck_dims: the size of float64 gradcheck and of interpreted opchecks; default the first of
             ``dims`` with every entry at most 3 (2 for interpreted Triton).
+        options: ``options(dims)`` -> values of options that follow from the sizes (a DRAW glimpse size
+            ``N``, an output size ``H, W`` bound by int options); they override ``OpSpec.defaults`` and the
+            variant's options, since the tensors drawn at ``dims`` must agree with them.
     """
 
     build: Callable[..., tuple[Tensor | None, ...]]
@@ -77,6 +80,7 @@ class Samples:
     large_dims: tuple[tuple[int, ...], ...] = ()
     magnitudes: tuple[float, ...] = (1.0,)
     gradcheck_dims: tuple[int, ...] | None = None
+    options: Callable[[tuple[int, ...]], Mapping[str, Any]] | None = None
 
     def variant(self, name: str | None) -> Variant:
         """The variant called ``name`` (the first one for None)."""

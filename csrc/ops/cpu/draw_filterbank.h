@@ -1,0 +1,170 @@
+// DRAW's Gaussian filterbanks for draw_read and draw_write's CPU kernels, and their gradients.
+// Specification: kernels/reference/draw_filterbank.py.
+//
+// One sample's filterbank of one axis (N x L) is built on the fly into a caller's buffer: never a
+// materialised (B, N, L) tensor. The arithmetic follows the reference operation for operation (the
+// same expression for each centre, `-(d * d) / (2 sigma2)`, the 1e-8 floor as a NaN-propagating clamp,
+// the gradient's divisions by sigma2 in the same order), so NaN and infinities come out where the
+// reference's do, not only finite values within rounding.
+#pragma once
+
+#include <ATen/cpu/vec/vec.h>
+
+#include <cmath>
+#include <cstdint>
+
+#include "ops/cpu/gate_math.h"
+
+namespace pyvidgen::cpu::draw {
+
+template <typename T>
+using Vec = at::vec::Vectorized<T>;
+
+// The normaliser's floor: a glimpse whose weights all underflow gives F = 0, not 0/0.
+template <typename T>
+inline T eps() {
+  return static_cast<T>(1e-8);
+}
+
+// i - N/2 - 0.5 for 0-based i (the paper's i = 1..N): exact, half-integers.
+template <typename T>
+inline T offset(int64_t i, int64_t n) {
+  return static_cast<T>(i + 1) - (static_cast<T>(n) / T(2) + T(0.5));
+}
+
+template <typename T>
+inline T centre(T g, T delta, int64_t i, int64_t n) {
+  return g + offset<T>(i, n) * delta;
+}
+
+// exp of a filter's exponent -(d^2) / (2 sigma2). float on AVX2/AVX512 builds: gate_math's inline exp (1 ulp;
+// Sleef's, called out of line, took a sixth of the kernels' time), with every result below 2^-125
+// (exponent < -86.6) flushed to 0 where the reference keeps ever smaller subnormals: a weight changes by at
+// most 2e-38 (2e-30 once divided by the 1e-8 floor), far inside every tolerance, and a filter that misses
+// the image still reads exactly 0. NaN stays NaN, an exponent of +inf (a negative sigma2) gives inf.
+template <typename T>
+inline Vec<T> gaussian_exp(const Vec<T>& x) {
+  return x.exp();
+}
+
+#if defined(CPU_CAPABILITY_AVX2) || defined(CPU_CAPABILITY_AVX512)
+template <>
+inline Vec<float> gaussian_exp(const Vec<float>& x) {
+  const Vec<float> tiny = x < Vec<float>(-86.6f);
+  return Vec<float>::blendv(gate_math::gate_exp(x), Vec<float>(0.0f), tiny);
+}
+#endif
+
+// sum_k a[k] * b[k]: two vector accumulators, then the tail.
+template <typename T>
+inline T dot(const T* a, const T* b, int64_t n) {
+  using V = Vec<T>;
+  constexpr int64_t width = V::size();
+  V acc0(T(0)), acc1(T(0));
+  int64_t k = 0;
+  for (; k + 2 * width <= n; k += 2 * width) {
+    acc0 = at::vec::fmadd(V::loadu(a + k), V::loadu(b + k), acc0);
+    acc1 = at::vec::fmadd(V::loadu(a + k + width), V::loadu(b + k + width), acc1);
+  }
+  if (k + width <= n) {
+    acc0 = at::vec::fmadd(V::loadu(a + k), V::loadu(b + k), acc0);
+    k += width;
+  }
+  alignas(64) T lanes[width];
+  (acc0 + acc1).store(lanes);
+  T sum = T(0);
+  for (int64_t l = 0; l < width; ++l) sum += lanes[l];
+  for (; k < n; ++k) sum += a[k] * b[k];
+  return sum;
+}
+
+// The filterbank of one axis: f (n x size, rows `stride` apart; the columns past size are left alone), and
+// each filter's unnormalised sum in total (n).
+template <typename T>
+inline void filterbank(T g, T delta, T sigma2, int64_t n, int64_t size, int64_t stride, T* f, T* total) {
+  using V = Vec<T>;
+  constexpr int64_t width = V::size();
+  const T two_sigma2 = T(2) * sigma2;
+  for (int64_t i = 0; i < n; ++i) {
+    const T mu = centre(g, delta, i, n);
+    T* row = f + i * stride;
+    V acc(T(0));
+    int64_t a = 0;
+    for (; a + width <= size; a += width) {
+      const V d = V::arange(static_cast<T>(a), T(1)) - V(mu);
+      const V e = gaussian_exp((d * d).neg() / V(two_sigma2));
+      e.store(row + a);
+      acc = acc + e;
+    }
+    alignas(64) T lanes[width];
+    acc.store(lanes);
+    T sum = T(0);
+    for (int64_t l = 0; l < width; ++l) sum += lanes[l];
+    for (; a < size; ++a) {
+      const T d = static_cast<T>(a) - mu;
+      row[a] = std::exp(-(d * d) / two_sigma2);
+      sum += row[a];
+    }
+    total[i] = sum;
+    // torch's clamp_min: NaN stays NaN.
+    const T clamped = sum < eps<T>() ? eps<T>() : sum;
+    a = 0;
+    for (; a + width <= size; a += width) (V::loadu(row + a) / V(clamped)).store(row + a);
+    for (; a < size; ++a) row[a] /= clamped;
+  }
+}
+
+// Gradients of one axis's filterbank: grad_f (n x size, rows `stride` apart) = dL/dF, f and total from
+// filterbank(). With
+// r = (grad_f - q) F, q = sum_a grad_f F (0 where the floor holds), dL/dmu_i = sum_a r d / sigma2 and the
+// sigma2 part sum_{i,a} r d^2 / sigma2 / (2 sigma2); a pixel whose weight is exactly 0 contributes 0.
+template <typename T>
+inline void filterbank_backward(const T* grad_f, const T* f, const T* total, T g, T delta, T sigma2, int64_t n,
+                                int64_t size, int64_t stride, T& grad_g, T& grad_delta, T& grad_sigma2) {
+  T sum_mu = T(0), sum_delta = T(0), sum_rdd = T(0);
+  for (int64_t i = 0; i < n; ++i) {
+    const T mu = centre(g, delta, i, n);
+    const T* gf = grad_f + i * stride;
+    const T* fr = f + i * stride;
+    const T q = total[i] >= eps<T>() ? dot(gf, fr, size) : T(0);
+    // Lanes whose weight is exactly 0 are dropped by a blend, as the reference's torch.where does.
+    using V = Vec<T>;
+    constexpr int64_t width = V::size();
+    V rd_acc(T(0)), rdd_acc(T(0));
+    int64_t a = 0;
+    for (; a + width <= size; a += width) {
+      const V weight = V::loadu(fr + a);
+      const V keep = weight != V(T(0));
+      const V d = V::arange(static_cast<T>(a), T(1)) - V(mu);
+      const V rd = V::blendv(V(T(0)), (V::loadu(gf + a) - V(q)) * weight * d, keep);
+      rd_acc = rd_acc + rd;
+      rdd_acc = rdd_acc + V::blendv(V(T(0)), rd * d, keep);
+    }
+    alignas(64) T lanes[2 * width];
+    rd_acc.store(lanes);
+    rdd_acc.store(lanes + width);
+    T rd_sum = T(0), rdd_sum = T(0);
+    for (int64_t l = 0; l < width; ++l) {
+      rd_sum += lanes[l];
+      rdd_sum += lanes[width + l];
+    }
+    for (; a < size; ++a) {
+      const T weight = fr[a];
+      if (weight != T(0)) {
+        const T d = static_cast<T>(a) - mu;
+        const T rd = (gf[a] - q) * weight * d;
+        rd_sum += rd;
+        rdd_sum += rd * d;
+      }
+    }
+    const T grad_mu = rd_sum / sigma2;
+    sum_mu += grad_mu;
+    sum_delta += grad_mu * offset<T>(i, n);
+    sum_rdd += rdd_sum;
+  }
+  grad_g = sum_mu;
+  grad_delta = sum_delta;
+  grad_sigma2 = sum_rdd / sigma2 / (T(2) * sigma2);
+}
+
+}  // namespace pyvidgen::cpu::draw

@@ -1,0 +1,186 @@
+// CPU kernels of draw_read. Specification: kernels/reference/draw_read.py.
+//
+// One sample at a time (at::parallel_for over the batch; every sample is computed by one thread alone, so
+// the result does not depend on the thread count): its two filterbanks (N x W and N x H, a few KiB) and
+// their transposes are built into the thread's buffers, then every channel goes through both contractions
+// while its image is in cache: U = Fy x (N x W), then out = gamma U Fx^T (N x N), each a register-blocked
+// small_gemm. The backward forms M = G Fx and U, then the image gradient gamma Fy^T M, both filterbank
+// gradients (gamma G^T U and gamma M x^T, summed over the channels) and gamma's (sum M * U), and turns the
+// filterbank gradients into the five parameters' (draw_filterbank.h). The intermediates are the
+// reference's, formed in the same order, so NaN and infinities propagate as they do there.
+//
+// Buffers B may be read from have rows a whole number of vectors long (small_gemm::padded), zero-filled
+// once: the padding columns only ever feed padding columns of other buffers, never a result.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "ops/cpu/draw_filterbank.h"
+#include "ops/cpu/draw_read_kernel.h"
+#include "ops/cpu/small_gemm.h"
+
+namespace pyvidgen::cpu {
+namespace {
+
+using draw::dot;
+using draw::filterbank;
+using draw::filterbank_backward;
+using small_gemm::gemm;
+using small_gemm::Out;
+using small_gemm::padded;
+using small_gemm::transpose;
+
+// Multiply-adds an at::parallel_for task should at least hold (some ten microseconds): small glimpses of
+// small images are grouped several samples to a task.
+constexpr int64_t kGrainWork = 1 << 16;
+
+int64_t grain(int64_t channels, int64_t height, int64_t width, int64_t n) {
+  const int64_t per_sample = std::max<int64_t>(1, channels * n * width * (height + n));
+  return std::max<int64_t>(1, kGrainWork / per_sample);
+}
+
+// One thread's filterbanks of one sample: fx (N x Wp), fy (N x Hp), fx^T (W x Np), fy^T (H x Np).
+template <typename T>
+struct Filterbanks {
+  int64_t n, height, width, np, hp, wp;
+  std::vector<T> fx, fy, fxt, fyt, total_x, total_y;
+
+  Filterbanks(int64_t n_, int64_t height_, int64_t width_)
+      : n(n_), height(height_), width(width_), np(padded<T>(n_)), hp(padded<T>(height_)), wp(padded<T>(width_)),
+        fx(n * wp), fy(n * hp), fxt(width * np), fyt(height * np), total_x(n), total_y(n) {}
+
+  // The transposes only where a product needs them.
+  void build(T gx, T gy, T delta, T sigma2, bool with_fxt, bool with_fyt) {
+    filterbank(gx, delta, sigma2, n, width, wp, fx.data(), total_x.data());
+    filterbank(gy, delta, sigma2, n, height, hp, fy.data(), total_y.data());
+    if (with_fxt) transpose(n, width, fx.data(), wp, fxt.data(), np);
+    if (with_fyt) transpose(n, height, fy.data(), hp, fyt.data(), np);
+  }
+};
+
+// The image as a matrix B may be read from: itself when its rows are a whole number of vectors long, else
+// a copy in `buffer` with padded rows (the padding stays zero).
+template <typename T>
+const T* padded_image(const T* plane, int64_t height, int64_t width, int64_t wp, std::vector<T>& buffer) {
+  if (wp == width) return plane;
+  for (int64_t y = 0; y < height; ++y) std::copy(plane + y * width, plane + (y + 1) * width, buffer.data() + y * wp);
+  return buffer.data();
+}
+
+template <typename T>
+void forward_impl(const at::Tensor& x_t, const at::Tensor& gx_t, const at::Tensor& gy_t, const at::Tensor& delta_t,
+                  const at::Tensor& sigma2_t, const at::Tensor& gamma_t, int64_t n, at::Tensor& out_t) {
+  const int64_t batch = x_t.size(0), channels = x_t.size(1), height = x_t.size(2), width = x_t.size(3);
+  const T* x = x_t.const_data_ptr<T>();
+  const T* gx = gx_t.const_data_ptr<T>();
+  const T* gy = gy_t.const_data_ptr<T>();
+  const T* delta = delta_t.const_data_ptr<T>();
+  const T* sigma2 = sigma2_t.const_data_ptr<T>();
+  const T* gamma = gamma_t.const_data_ptr<T>();
+  T* out = out_t.mutable_data_ptr<T>();
+  at::parallel_for(0, batch, grain(channels, height, width, n), [&](int64_t begin, int64_t end) {
+    Filterbanks<T> bank(n, height, width);
+    const int64_t wp = bank.wp;
+    std::vector<T> buffer(wp == width ? 0 : height * wp), u(n * wp);
+    for (int64_t b = begin; b < end; ++b) {
+      bank.build(gx[b], gy[b], delta[b], sigma2[b], true, false);
+      for (int64_t c = 0; c < channels; ++c) {
+        const T* image = padded_image(x + (b * channels + c) * height * width, height, width, wp, buffer);
+        gemm<T>(n, height, width, bank.fy.data(), bank.hp, image, wp, {u.data(), wp, true});
+        // out = gamma (U Fx^T).
+        Out<T> glimpse{out + (b * channels + c) * n * n, n};
+        glimpse.mul = gamma[b];
+        gemm<T>(n, width, n, u.data(), wp, bank.fxt.data(), bank.np, glimpse);
+      }
+    }
+  });
+}
+
+template <typename T>
+void backward_impl(const at::Tensor& grad_out_t, const at::Tensor& x_t, const at::Tensor& gx_t,
+                   const at::Tensor& gy_t, const at::Tensor& delta_t, const at::Tensor& sigma2_t,
+                   const at::Tensor& gamma_t, int64_t n, at::Tensor& grad_x_t, at::Tensor& grad_gx_t,
+                   at::Tensor& grad_gy_t, at::Tensor& grad_delta_t, at::Tensor& grad_sigma2_t,
+                   at::Tensor& grad_gamma_t) {
+  const int64_t batch = x_t.size(0), channels = x_t.size(1), height = x_t.size(2), width = x_t.size(3);
+  const T* grad_out = grad_out_t.const_data_ptr<T>();
+  const T* x = x_t.const_data_ptr<T>();
+  const T* gx = gx_t.const_data_ptr<T>();
+  const T* gy = gy_t.const_data_ptr<T>();
+  const T* delta = delta_t.const_data_ptr<T>();
+  const T* sigma2 = sigma2_t.const_data_ptr<T>();
+  const T* gamma = gamma_t.const_data_ptr<T>();
+  T* grad_x = grad_x_t.mutable_data_ptr<T>();
+  T* grad_gx = grad_gx_t.mutable_data_ptr<T>();
+  T* grad_gy = grad_gy_t.mutable_data_ptr<T>();
+  T* grad_delta = grad_delta_t.mutable_data_ptr<T>();
+  T* grad_sigma2 = grad_sigma2_t.mutable_data_ptr<T>();
+  T* grad_gamma = grad_gamma_t.mutable_data_ptr<T>();
+  at::parallel_for(0, batch, grain(channels, height, width, 3 * n), [&](int64_t begin, int64_t end) {
+    Filterbanks<T> bank(n, height, width);
+    const int64_t np = bank.np, hp = bank.hp, wp = bank.wp;
+    std::vector<T> buffer(wp == width ? 0 : height * wp), u(n * wp), m(n * wp), mt(width * np), gt(n * np);
+    std::vector<T> grad_fx(n * wp), grad_fyt(height * np), grad_fy(n * hp);
+    for (int64_t b = begin; b < end; ++b) {
+      bank.build(gx[b], gy[b], delta[b], sigma2[b], false, true);
+      std::fill(grad_fx.begin(), grad_fx.end(), T(0));
+      std::fill(grad_fyt.begin(), grad_fyt.end(), T(0));
+      T dgamma = T(0);
+      const T scale = gamma[b];
+      for (int64_t c = 0; c < channels; ++c) {
+        const T* g = grad_out + (b * channels + c) * n * n;
+        const T* image = padded_image(x + (b * channels + c) * height * width, height, width, wp, buffer);
+        transpose(n, n, g, n, gt.data(), np);
+        // M = G Fx and U = Fy x (N x W).
+        gemm<T>(n, n, width, g, n, bank.fx.data(), wp, {m.data(), wp, true});
+        gemm<T>(n, height, width, bank.fy.data(), hp, image, wp, {u.data(), wp, true});
+        // grad_x = gamma (Fy^T M).
+        Out<T> gimage{grad_x + (b * channels + c) * height * width, width};
+        gimage.mul = scale;
+        gemm<T>(height, n, width, bank.fyt.data(), np, m.data(), wp, gimage);
+        // dL/dFx += G^T U and (dL/dFy)^T += x M^T, both times gamma after the channel sum.
+        gemm<T>(n, n, width, gt.data(), np, u.data(), wp, {grad_fx.data(), wp, true, true});
+        transpose(n, width, m.data(), wp, mt.data(), np);
+        gemm<T>(height, width, n, image, wp, mt.data(), np, {grad_fyt.data(), np, true, true});
+        for (int64_t i = 0; i < n; ++i) dgamma += dot(m.data() + i * wp, u.data() + i * wp, width);
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        for (int64_t a = 0; a < width; ++a) grad_fx[i * wp + a] = scale * grad_fx[i * wp + a];
+        for (int64_t y = 0; y < height; ++y) grad_fy[i * hp + y] = scale * grad_fyt[y * np + i];
+      }
+      T dgx, dgy, ddelta_x, ddelta_y, dsigma2_x, dsigma2_y;
+      filterbank_backward(grad_fx.data(), bank.fx.data(), bank.total_x.data(), gx[b], delta[b], sigma2[b], n, width,
+                          wp, dgx, ddelta_x, dsigma2_x);
+      filterbank_backward(grad_fy.data(), bank.fy.data(), bank.total_y.data(), gy[b], delta[b], sigma2[b], n, height,
+                          hp, dgy, ddelta_y, dsigma2_y);
+      grad_gx[b] = dgx;
+      grad_gy[b] = dgy;
+      grad_delta[b] = ddelta_x + ddelta_y;
+      grad_sigma2[b] = dsigma2_x + dsigma2_y;
+      grad_gamma[b] = dgamma;
+    }
+  });
+}
+
+}  // namespace
+
+void draw_read_forward_kernel(const at::Tensor& x, const at::Tensor& gx, const at::Tensor& gy, const at::Tensor& delta,
+                              const at::Tensor& sigma2, const at::Tensor& gamma, int64_t n, at::Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "draw_read_forward",
+                             [&] { forward_impl<scalar_t>(x, gx, gy, delta, sigma2, gamma, n, out); });
+}
+
+void draw_read_backward_kernel(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& gx,
+                               const at::Tensor& gy, const at::Tensor& delta, const at::Tensor& sigma2,
+                               const at::Tensor& gamma, int64_t n, at::Tensor& grad_x, at::Tensor& grad_gx,
+                               at::Tensor& grad_gy, at::Tensor& grad_delta, at::Tensor& grad_sigma2,
+                               at::Tensor& grad_gamma) {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "draw_read_backward", [&] {
+    backward_impl<scalar_t>(grad_out, x, gx, gy, delta, sigma2, gamma, n, grad_x, grad_gx, grad_gy, grad_delta,
+                            grad_sigma2, grad_gamma);
+  });
+}
+
+}  // namespace pyvidgen::cpu

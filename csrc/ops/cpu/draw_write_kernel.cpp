@@ -1,0 +1,171 @@
+// CPU kernels of draw_write. Specification: kernels/reference/draw_write.py.
+//
+// One sample at a time (at::parallel_for over the batch; a sample is one thread's alone, so the result
+// does not depend on the thread count): its filterbanks and their transposes are built into the thread's
+// buffers, then each channel's patch goes through T = w Fx (N x W) and out = Fy^T T / gamma, each a
+// register-blocked small_gemm. The backward forms G' = G / gamma, V = G' Fx^T (H x N) and R = Fy G'
+// (N x W), from which come grad_w = Fy V, both filterbank gradients (w^T R and w V^T, summed over the
+// channels) and gamma's (-sum grad_w * w / gamma): the same intermediates in the same order as the
+// reference, so non-finite values propagate alike. Padded buffers as in draw_read_kernel.cpp.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "ops/cpu/draw_filterbank.h"
+#include "ops/cpu/draw_write_kernel.h"
+#include "ops/cpu/small_gemm.h"
+
+namespace pyvidgen::cpu {
+namespace {
+
+using draw::dot;
+using draw::filterbank;
+using draw::filterbank_backward;
+using small_gemm::gemm;
+using small_gemm::Out;
+using small_gemm::padded;
+using small_gemm::transpose;
+
+// Multiply-adds an at::parallel_for task should at least hold (some ten microseconds).
+constexpr int64_t kGrainWork = 1 << 16;
+
+int64_t grain(int64_t channels, int64_t height, int64_t width, int64_t n) {
+  const int64_t per_sample = std::max<int64_t>(1, channels * n * width * (height + n));
+  return std::max<int64_t>(1, kGrainWork / per_sample);
+}
+
+// One thread's filterbanks of one sample: fx (N x Wp), fy (N x Hp), fx^T (W x Np), fy^T (H x Np).
+template <typename T>
+struct Filterbanks {
+  int64_t n, height, width, np, hp, wp;
+  std::vector<T> fx, fy, fxt, fyt, total_x, total_y;
+
+  Filterbanks(int64_t n_, int64_t height_, int64_t width_)
+      : n(n_), height(height_), width(width_), np(padded<T>(n_)), hp(padded<T>(height_)), wp(padded<T>(width_)),
+        fx(n * wp), fy(n * hp), fxt(width * np), fyt(height * np), total_x(n), total_y(n) {}
+
+  // The transposes only where a product needs them.
+  void build(T gx, T gy, T delta, T sigma2, bool with_fxt, bool with_fyt) {
+    filterbank(gx, delta, sigma2, n, width, wp, fx.data(), total_x.data());
+    filterbank(gy, delta, sigma2, n, height, hp, fy.data(), total_y.data());
+    if (with_fxt) transpose(n, width, fx.data(), wp, fxt.data(), np);
+    if (with_fyt) transpose(n, height, fy.data(), hp, fyt.data(), np);
+  }
+};
+
+template <typename T>
+void forward_impl(const at::Tensor& w_t, const at::Tensor& gx_t, const at::Tensor& gy_t, const at::Tensor& delta_t,
+                  const at::Tensor& sigma2_t, const at::Tensor& gamma_t, int64_t height, int64_t width,
+                  at::Tensor& out_t) {
+  const int64_t batch = w_t.size(0), channels = w_t.size(1), n = w_t.size(2);
+  const T* w = w_t.const_data_ptr<T>();
+  const T* gx = gx_t.const_data_ptr<T>();
+  const T* gy = gy_t.const_data_ptr<T>();
+  const T* delta = delta_t.const_data_ptr<T>();
+  const T* sigma2 = sigma2_t.const_data_ptr<T>();
+  const T* gamma = gamma_t.const_data_ptr<T>();
+  T* out = out_t.mutable_data_ptr<T>();
+  at::parallel_for(0, batch, grain(channels, height, width, n), [&](int64_t begin, int64_t end) {
+    Filterbanks<T> bank(n, height, width);
+    const int64_t wp = bank.wp;
+    std::vector<T> t(n * wp);
+    for (int64_t b = begin; b < end; ++b) {
+      bank.build(gx[b], gy[b], delta[b], sigma2[b], false, true);
+      for (int64_t c = 0; c < channels; ++c) {
+        const T* patch = w + (b * channels + c) * n * n;
+        gemm<T>(n, n, width, patch, n, bank.fx.data(), wp, {t.data(), wp, true});
+        // out = (Fy^T T) / gamma.
+        Out<T> canvas{out + (b * channels + c) * height * width, width};
+        canvas.div = gamma[b];
+        gemm<T>(height, n, width, bank.fyt.data(), bank.np, t.data(), wp, canvas);
+      }
+    }
+  });
+}
+
+template <typename T>
+void backward_impl(const at::Tensor& grad_out_t, const at::Tensor& w_t, const at::Tensor& gx_t,
+                   const at::Tensor& gy_t, const at::Tensor& delta_t, const at::Tensor& sigma2_t,
+                   const at::Tensor& gamma_t, int64_t height, int64_t width, at::Tensor& grad_w_t,
+                   at::Tensor& grad_gx_t, at::Tensor& grad_gy_t, at::Tensor& grad_delta_t, at::Tensor& grad_sigma2_t,
+                   at::Tensor& grad_gamma_t) {
+  const int64_t batch = w_t.size(0), channels = w_t.size(1), n = w_t.size(2);
+  const T* grad_out = grad_out_t.const_data_ptr<T>();
+  const T* w = w_t.const_data_ptr<T>();
+  const T* gx = gx_t.const_data_ptr<T>();
+  const T* gy = gy_t.const_data_ptr<T>();
+  const T* delta = delta_t.const_data_ptr<T>();
+  const T* sigma2 = sigma2_t.const_data_ptr<T>();
+  const T* gamma = gamma_t.const_data_ptr<T>();
+  T* grad_w = grad_w_t.mutable_data_ptr<T>();
+  T* grad_gx = grad_gx_t.mutable_data_ptr<T>();
+  T* grad_gy = grad_gy_t.mutable_data_ptr<T>();
+  T* grad_delta = grad_delta_t.mutable_data_ptr<T>();
+  T* grad_sigma2 = grad_sigma2_t.mutable_data_ptr<T>();
+  T* grad_gamma = grad_gamma_t.mutable_data_ptr<T>();
+  at::parallel_for(0, batch, grain(channels, height, width, 3 * n), [&](int64_t begin, int64_t end) {
+    Filterbanks<T> bank(n, height, width);
+    const int64_t np = bank.np, hp = bank.hp, wp = bank.wp;
+    std::vector<T> scaled(height * wp), v(height * np), r(n * wp), wt(n * np);
+    std::vector<T> grad_fx(n * wp), grad_fyt(height * np), grad_fy(n * hp);
+    for (int64_t b = begin; b < end; ++b) {
+      bank.build(gx[b], gy[b], delta[b], sigma2[b], true, false);
+      std::fill(grad_fx.begin(), grad_fx.end(), T(0));
+      std::fill(grad_fyt.begin(), grad_fyt.end(), T(0));
+      T dgamma = T(0);
+      const T scale = gamma[b];
+      for (int64_t c = 0; c < channels; ++c) {
+        const T* g = grad_out + (b * channels + c) * height * width;
+        const T* patch = w + (b * channels + c) * n * n;
+        T* gpatch = grad_w + (b * channels + c) * n * n;
+        for (int64_t y = 0; y < height; ++y) {
+          for (int64_t a = 0; a < width; ++a) scaled[y * wp + a] = g[y * width + a] / scale;
+        }
+        transpose(n, n, patch, n, wt.data(), np);
+        // V = G' Fx^T (H x N), R = Fy G' (N x W), grad_w = Fy V.
+        gemm<T>(height, width, n, scaled.data(), wp, bank.fxt.data(), np, {v.data(), np, true});
+        gemm<T>(n, height, width, bank.fy.data(), hp, scaled.data(), wp, {r.data(), wp, true});
+        gemm<T>(n, height, n, bank.fy.data(), hp, v.data(), np, {gpatch, n});
+        // dL/dFx += w^T R and (dL/dFy)^T += V w^T.
+        gemm<T>(n, n, width, wt.data(), np, r.data(), wp, {grad_fx.data(), wp, true, true});
+        gemm<T>(height, n, n, v.data(), np, wt.data(), np, {grad_fyt.data(), np, true, true});
+        dgamma += dot(gpatch, patch, n * n);
+      }
+      transpose(height, n, grad_fyt.data(), np, grad_fy.data(), hp);
+      T dgx, dgy, ddelta_x, ddelta_y, dsigma2_x, dsigma2_y;
+      filterbank_backward(grad_fx.data(), bank.fx.data(), bank.total_x.data(), gx[b], delta[b], sigma2[b], n, width,
+                          wp, dgx, ddelta_x, dsigma2_x);
+      filterbank_backward(grad_fy.data(), bank.fy.data(), bank.total_y.data(), gy[b], delta[b], sigma2[b], n, height,
+                          hp, dgy, ddelta_y, dsigma2_y);
+      grad_gx[b] = dgx;
+      grad_gy[b] = dgy;
+      grad_delta[b] = ddelta_x + ddelta_y;
+      grad_sigma2[b] = dsigma2_x + dsigma2_y;
+      grad_gamma[b] = -dgamma / scale;
+    }
+  });
+}
+
+}  // namespace
+
+void draw_write_forward_kernel(const at::Tensor& w, const at::Tensor& gx, const at::Tensor& gy, const at::Tensor& delta,
+                               const at::Tensor& sigma2, const at::Tensor& gamma, int64_t height, int64_t width,
+                               at::Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "draw_write_forward",
+                             [&] { forward_impl<scalar_t>(w, gx, gy, delta, sigma2, gamma, height, width, out); });
+}
+
+void draw_write_backward_kernel(const at::Tensor& grad_out, const at::Tensor& w, const at::Tensor& gx,
+                                const at::Tensor& gy, const at::Tensor& delta, const at::Tensor& sigma2,
+                                const at::Tensor& gamma, int64_t height, int64_t width, at::Tensor& grad_w,
+                                at::Tensor& grad_gx, at::Tensor& grad_gy, at::Tensor& grad_delta,
+                                at::Tensor& grad_sigma2, at::Tensor& grad_gamma) {
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "draw_write_backward", [&] {
+    backward_impl<scalar_t>(grad_out, w, gx, gy, delta, sigma2, gamma, height, width, grad_w, grad_gx, grad_gy,
+                            grad_delta, grad_sigma2, grad_gamma);
+  });
+}
+
+}  // namespace pyvidgen::cpu
