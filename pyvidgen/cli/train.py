@@ -8,26 +8,32 @@ Examples::
     pyvidgen train vpn --preset small --steps 600 --out runs/vpn
     pyvidgen train vpn --preset small --steps 600 --option spatial_dependencies=false --out runs/vpn-baseline
     pyvidgen sample vpn --checkpoint runs/vpn/checkpoint.pt --context 10 --frames 10
+    pyvidgen train vae --preset paper --steps 6000 --batch-size 100 --out runs/vae
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
 
 import torch
 
+# Task name -> "module:class", imported only when that task runs (each pulls in its model and data).
+TASKS = {
+    "st-ae": "pyvidgen.training.st_ae:STAETask",
+    "vpn": "pyvidgen.training.vpn:VPNTask",
+    "vae": "pyvidgen.training.vae:VAETask",
+}
+TASK_NAMES = tuple(TASKS)
 
-def _tasks() -> dict:
-    from pyvidgen.training.st_ae import STAETask
-    from pyvidgen.training.vpn import VPNTask
 
-    return {STAETask.name: STAETask, VPNTask.name: VPNTask}
-
-
-TASK_NAMES = ("st-ae", "vpn")
+def make_task(name: str):
+    """A fresh task object of ``name`` (one of :data:`TASK_NAMES`)."""
+    module, cls = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
 
 
 def _parse_option(text: str) -> tuple[str, object]:
@@ -92,7 +98,7 @@ def run_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         options={"seq_len": args.seq_len, **dict(args.option)},
     )
-    result = train(_tasks()[args.task](), config).metrics
+    result = train(make_task(args.task), config).metrics
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:
@@ -106,7 +112,8 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, metavar="PATH")
     parser.add_argument("--frames", type=int, default=10, help="frames to predict")
     parser.add_argument("--context", type=int, default=5, help="observed frames before the rollout")
-    parser.add_argument("--videos", type=int, default=4)
+    parser.add_argument("--videos", type=int, default=4, help="videos to roll out (video tasks: st-ae, vpn)")
+    parser.add_argument("--count", type=int, default=64, help="images to sample (image tasks: vae)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=None, metavar="DIR", help="default: the checkpoint's folder")
 
@@ -120,14 +127,20 @@ def run_sample(args: argparse.Namespace) -> int:
         print(f"pyvidgen sample: {args.checkpoint} is a {state['task']} checkpoint, not {args.task}", file=sys.stderr)
         return 2
     config = TrainConfig(**state["config"])
-    task = _tasks()[args.task]()
+    task = make_task(args.task)
     model = task.build_model(config)
     model.load_state_dict(state["model"])
     model.eval()
-    videos = task.videos(config, args.videos, args.context + args.frames, args.seed)
-    truth, predicted, line = task.sample(model, videos, args.context, args.frames, args.seed)
     out = Path(args.out) if args.out else Path(args.checkpoint).parent
     out.mkdir(parents=True, exist_ok=True)
+    if hasattr(task, "write_samples"):
+        # Image models draw their own pictures (grids, and for DRAW the canvas over the glimpses).
+        paths, line = task.write_samples(model, config, out, count=args.count, seed=args.seed)
+        print(line)
+        print(f"wrote {' and '.join(str(p) for p in paths)}")
+        return 0
+    videos = task.videos(config, args.videos, args.context + args.frames, args.seed)
+    truth, predicted, line = task.sample(model, videos, args.context, args.frames, args.seed)
     rows = [v for pair in zip(truth, predicted, strict=True) for v in pair]
     png = save_png_grid(out / "rollout.png", rows)
     gif = save_gif(out / "rollout.gif", [torch.cat(list(pair), dim=-1) for pair in zip(truth, predicted, strict=True)])
