@@ -3,7 +3,8 @@
 :func:`time_training_step` trains two copies of a model, checks that one training step gives the same loss
 and gradients on both backends, times full steps (forward, backward, optimiser) interleaved, and profiles
 one step to report the share of time spent in the fused ops (``pyvidgen::*``) and in convolutions.
-:func:`time_st_ae_step` and :func:`time_vpn_step` apply it to the two video models.
+:func:`time_st_ae_step` and :func:`time_vpn_step` apply it to the two video models, :func:`time_draw_step` to
+DRAW (whose fused ops are the attention's read and write).
 """
 
 from __future__ import annotations
@@ -179,4 +180,39 @@ def time_vpn_step(
     problem = {"preset": preset, "batch": batch, "seq_len": seq_len, "size": size}
     return time_training_step(
         "vpn", base, loss_fn, problem, lr=3e-4, seconds=seconds, min_runs=min_runs, rounds=rounds, device=device
+    )
+
+
+def time_draw_step(
+    preset: str = "small",
+    batch: int = 64,
+    *,
+    seconds: float = 6.0,
+    min_runs: int = 4,
+    rounds: int = 3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    **overrides: Any,
+) -> list[dict[str, Any]]:
+    """:func:`time_training_step` of DRAW (mean negative ELBO per image) on binarised digits.
+
+    The reparameterisation noise is drawn from a generator reseeded at every step, so both backends (and
+    every timed step) see the same z_t. ``overrides`` change the preset's :class:`DRAWConfig` fields; the rows'
+    ``seq_len`` is the number of glimpses T and ``size`` the image side.
+    """
+    from pyvidgen.data import BinarizedDigits
+    from pyvidgen.models.draw import build_draw
+
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    base = build_draw(preset, **overrides).to(device)
+    images = BinarizedDigits(batch, seed=seed).batch(range(batch)).to(device)
+    generator = torch.Generator(device=device)
+
+    def loss_fn(model: torch.nn.Module) -> torch.Tensor:
+        return model.negative_elbo(images, generator.manual_seed(seed)).mean()
+
+    problem = {"preset": preset, "batch": batch, "seq_len": base.config.glimpses, "size": base.config.height}
+    return time_training_step(
+        "draw", base, loss_fn, problem, lr=1e-3, seconds=seconds, min_runs=min_runs, rounds=rounds, device=device
     )

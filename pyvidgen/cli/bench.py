@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--layers",
         action="store_true",
         help="instead of the ops: a ConvLSTM layer against the usual implementation, training steps of the "
-        "small ST-AE and VPN on the fused ops against the reference, and the VPN's cached and naive samplers",
+        "small ST-AE, VPN and DRAW on the fused ops against the reference, and the VPN's cached and naive samplers",
     )
 
 
@@ -79,12 +79,12 @@ def run_bench(args: argparse.Namespace) -> int:
 def _run_layers() -> int:
     from pyvidgen.bench.layers import time_conv_lstm_layer
     from pyvidgen.bench.layers_report import format_layer_table, format_sampling_table, format_step_table
-    from pyvidgen.bench.model_step import time_st_ae_step, time_vpn_step
+    from pyvidgen.bench.model_step import time_draw_step, time_st_ae_step, time_vpn_step
     from pyvidgen.bench.sampling import time_vpn_sampling
 
     print(format_layer_table(time_conv_lstm_layer()))
     print()
-    print(format_step_table(time_st_ae_step() + time_vpn_step()))
+    print(format_step_table(time_st_ae_step() + time_vpn_step() + time_draw_step()))
     print()
     print(format_sampling_table(time_vpn_sampling()))
     return 0

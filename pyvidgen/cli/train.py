@@ -9,6 +9,9 @@ Examples::
     pyvidgen train vpn --preset small --steps 600 --option spatial_dependencies=false --out runs/vpn-baseline
     pyvidgen sample vpn --checkpoint runs/vpn/checkpoint.pt --context 10 --frames 10
     pyvidgen train vae --preset paper --steps 6000 --batch-size 100 --out runs/vae
+    pyvidgen train draw --preset small --out runs/draw
+    pyvidgen train draw --preset small --option attention=false --out runs/draw-no-attention
+    pyvidgen sample draw --checkpoint runs/draw/checkpoint.pt --count 64
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 TASKS = {
     "st-ae": "pyvidgen.training.st_ae:STAETask",
     "vpn": "pyvidgen.training.vpn:VPNTask",
+    "draw": "pyvidgen.training.draw:DRAWTask",
     "vae": "pyvidgen.training.vae:VAETask",
 }
 TASK_NAMES = tuple(TASKS)
@@ -113,7 +117,7 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=10, help="frames to predict")
     parser.add_argument("--context", type=int, default=5, help="observed frames before the rollout")
     parser.add_argument("--videos", type=int, default=4, help="videos to roll out (video tasks: st-ae, vpn)")
-    parser.add_argument("--count", type=int, default=64, help="images to sample (image tasks: vae)")
+    parser.add_argument("--count", type=int, default=64, help="images to sample (image tasks: draw, vae)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=None, metavar="DIR", help="default: the checkpoint's folder")
 

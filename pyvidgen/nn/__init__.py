@@ -1,6 +1,7 @@
 """``torch.nn`` modules built on :mod:`pyvidgen.ops`."""
 
 from pyvidgen.nn.conv_lstm import ConvLSTM, ConvLSTMCell
+from pyvidgen.nn.draw_attention import DrawAttention, DrawNoAttention, GlimpseParams, glimpse_params
 from pyvidgen.nn.flow import FlowWarp, HuberPenalty
 from pyvidgen.nn.masked import MaskedConv2d
 from pyvidgen.nn.multiplicative import MultiplicativeUnit, ResidualMultiplicativeBlock
@@ -8,9 +9,13 @@ from pyvidgen.nn.multiplicative import MultiplicativeUnit, ResidualMultiplicativ
 __all__ = [
     "ConvLSTM",
     "ConvLSTMCell",
+    "DrawAttention",
+    "DrawNoAttention",
     "FlowWarp",
+    "GlimpseParams",
     "HuberPenalty",
     "MaskedConv2d",
     "MultiplicativeUnit",
     "ResidualMultiplicativeBlock",
+    "glimpse_params",
 ]
