@@ -60,8 +60,10 @@ class DRAWConfig:
 
 PRESETS = {
     "paper": DRAWConfig(),
-    # A few minutes of CPU training: fewer glimpses and smaller LSTMs, the paper's 2 x 2 read and 5 x 5 write.
-    "small": DRAWConfig(glimpses=16, encoder_size=128, decoder_size=128, z_size=20),
+    # Minutes of CPU training: 16 glimpses instead of 64 and smaller LSTMs. With a quarter of the glimpses
+    # the paper's 2 x 2 read leaves the encoder too little to see (trained alike, 117 against 78 nats for
+    # the no-attention baseline at 3000 steps); a 5 x 5 read, as the paper's CIFAR network, sees enough.
+    "small": DRAWConfig(glimpses=16, encoder_size=128, decoder_size=128, z_size=20, read_n=5),
 }
 
 
