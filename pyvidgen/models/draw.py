@@ -84,7 +84,7 @@ class DrawSteps(NamedTuple):
 class _Pass(NamedTuple):
     logits: Tensor  # (B, C, H, W), c_T
     kl: Tensor  # (B,), sum over steps of KL(Q(z_t) || N(0, I))
-    log_ratio: Tensor  # (B,), sum over steps of log N(z_t; 0, I) - log Q(z_t | ...)
+    log_ratio: Tensor | None  # (B,), sum over steps of log N(z_t; 0, I) - log Q(z_t | ...), when asked for
     steps: DrawSteps | None
 
 
@@ -140,8 +140,11 @@ class DRAW(nn.Module):
     def _zeros(self, x: Tensor, size: int) -> Tensor:
         return x.new_zeros(x.shape[0], size)
 
-    def _infer(self, x: Tensor, generator: torch.Generator | None, record: bool) -> _Pass:
-        """Run the T glimpses of the inference network on ``x``, drawing each z_t from Q."""
+    def _infer(self, x: Tensor, generator: torch.Generator | None, record: bool, weights: bool = False) -> _Pass:
+        """Run the T glimpses of the inference network on ``x``, drawing each z_t from Q.
+
+        ``weights``: also sum the importance log-ratios (only the NLL estimate needs them; training skips
+        their per-glimpse arithmetic)."""
         cfg = self.config
         h_enc, c_enc = self._zeros(x, cfg.encoder_size), self._zeros(x, cfg.encoder_size)
         h_dec, c_dec = self._zeros(x, cfg.decoder_size), self._zeros(x, cfg.decoder_size)
@@ -159,8 +162,9 @@ class DRAW(nn.Module):
             mean, logvar = stats.to(kl.dtype).chunk(2, dim=-1)
             z = reparameterize(mean, logvar, generator)
             kl = kl + gaussian_kl(mean, logvar)
-            prior = torch.zeros_like(z)
-            log_ratio = log_ratio + gaussian_log_prob(z, prior, prior) - gaussian_log_prob(z, mean, logvar)
+            if weights:
+                prior = torch.zeros_like(z)
+                log_ratio = log_ratio + gaussian_log_prob(z, prior, prior) - gaussian_log_prob(z, mean, logvar)
             h_dec, c_dec = self.decoder(z, (h_dec, c_dec))
             canvas = canvas + self.heads.write(h_dec)
             if record:
@@ -168,7 +172,7 @@ class DRAW(nn.Module):
                     writes.append(self.heads.params(h_dec, "write").stacked())
                 canvases.append(torch.sigmoid(canvas))
         steps = self._steps(canvases, writes, reads) if record else None
-        return _Pass(canvas, kl, log_ratio, steps)
+        return _Pass(canvas, kl, log_ratio if weights else None, steps)
 
     def _steps(self, canvases: list[Tensor], writes: list[Tensor], reads: list[Tensor]) -> DrawSteps:
         return DrawSteps(
@@ -222,7 +226,7 @@ class DRAW(nn.Module):
         for start in range(0, k, chunk):
             n = min(chunk, k - start)
             xs = x.repeat(n, 1, 1, 1)  # sample-major: row s * B + b is draw s of image b
-            out = self._infer(xs, generator, record=False)
+            out = self._infer(xs, generator, record=False, weights=True)
             logits = out.logits.to(out.log_ratio.dtype)
             log_w = bernoulli_log_likelihood(logits, xs.to(logits.dtype)) + out.log_ratio
             log_weights.append(log_w.view(n, batch))
