@@ -137,8 +137,13 @@ def test_common_port_bugs_are_absent(rng, bug):
         torch.tensor([4.0, 2.5], dtype=torch.float64),
         torch.tensor([1.0, 1.5], dtype=torch.float64),
     ]
-    x = torch.rand(batch, channels, height, width, generator=rng, dtype=torch.float64)
-    w = torch.rand(batch, channels, n, n, generator=rng, dtype=torch.float64)
+    # A bright pixel under the middle filter (of the image; of the patch) on a faint random background: a smooth
+    # image alone is averaged alike by filters of either width, so it could hide the sigma2-squared slip.
+    x = 0.1 * torch.rand(batch, channels, height, width, generator=rng, dtype=torch.float64)
+    for b in range(batch):
+        x[b, :, int(params[1][b]), int(params[0][b])] += 1.0
+    w = 0.1 * torch.rand(batch, channels, n, n, generator=rng, dtype=torch.float64)
+    w[:, :, n // 2, n // 2] += 1.0
     for fn, oracle, tensor, sizes in (
         (ref_read.draw_read, draw_read_oracle, x, (n,)),
         (ref_write.draw_write, draw_write_oracle, w, (height, width)),
