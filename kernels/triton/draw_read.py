@@ -176,6 +176,9 @@ def _constants(x: Tensor, n: int) -> dict[str, object]:
         "H_P": tile(x.shape[2]),
         "W_P": tile(x.shape[3]),
         "num_warps": num_warps(tile(x.shape[2]), tile(x.shape[3])),
+        # Filter centres g + offset * delta must round as the reference's separate multiply and add: at extreme
+        # magnitudes the sum cancels, and a fused multiply-add moves a filter from inside the image to far outside.
+        "enable_fp_fusion": False,
     }
 
 

@@ -183,6 +183,9 @@ def _constants(w: Tensor, height: int, width: int) -> dict[str, object]:
         "H_P": tile(height),
         "W_P": tile(width),
         "num_warps": num_warps(tile(height), tile(width)),
+        # Filter centres g + offset * delta must round as the reference's separate multiply and add: at extreme
+        # magnitudes the sum cancels, and a fused multiply-add moves a filter from inside the image to far outside.
+        "enable_fp_fusion": False,
     }
 
 

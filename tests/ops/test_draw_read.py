@@ -7,9 +7,9 @@ import torch
 
 import pyvidgen
 from pyvidgen.ops import OPS, draw_read
-from pyvidgen.testing import run_backend
+from pyvidgen.testing import check_backend, run_backend
 from tests.conftest import DEVICE, kernel_backends
-from tests.ops.op_tester import OpTester
+from tests.ops.op_tester import OpTester, assert_ok
 from tests.oracles.draw_oracles import draw_read_oracle
 
 BACKENDS = ["reference", *(b for b in kernel_backends() if b in OPS["draw_read"].spec.backends)]
@@ -81,6 +81,24 @@ def test_huge_parameters_stay_defined_in_float32(backend, rng):
     result = run_backend(OPS["draw_read"], backend, (x, *params, 6), (grad,))
     for name, t in result.items():
         assert t.isfinite().all(), name
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "reference"])
+def test_cancelling_filter_centres_round_as_the_reference(backend, rng):
+    """A centre of 1.5e31 with a stride of 3e30 puts the first of 11 filters at 1.5e31 - 5 * 3e30, which the
+    reference's separate multiply and add round to exactly 0, inside the image; a fused multiply-add leaves a
+    residue of about 1e23 and moves that filter far outside (found by the property test). Every backend must
+    land where the reference does."""
+    x = torch.randn(2, 3, 16, 16, generator=rng).to(DEVICE) * 1e30
+    params = [
+        torch.tensor(v, dtype=torch.float32, device=DEVICE)
+        for v in ([1.2e31, 3.0], [1.5e31, 4.0], [3e30, 1.0], [0.95, 1.2], [1.1, 0.9])
+    ]
+    args = (x, *params, 11)
+    assert float(params[1][0] + (-5.0) * params[2][0]) == 0.0  # the reference's rounding: an in-image centre
+    assert_ok(check_backend(OPS["draw_read"], backend, args, rng), backend)
+    write_args = (torch.randn(2, 3, 11, 11, generator=rng).to(DEVICE), *params, 16, 16)
+    assert_ok(check_backend(OPS["draw_write"], backend, write_args, rng), backend)
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@
 #include <cstdint>
 
 #include "ops/cpu/gate_math.h"
+#include "ops/cpu/unfused.h"
 
 namespace pyvidgen::cpu::draw {
 
@@ -32,9 +33,12 @@ inline T offset(int64_t i, int64_t n) {
   return static_cast<T>(i + 1) - (static_cast<T>(n) / T(2) + T(0.5));
 }
 
+// Rounded as the reference's separate multiply and add: at extreme magnitudes (a centre 1e31 with a stride
+// 3e30) the sum cancels, and a fused multiply-add would leave a residue of 1e23 pixels where the reference
+// gets 0, moving a filter from inside the image to far outside it.
 template <typename T>
 inline T centre(T g, T delta, int64_t i, int64_t n) {
-  return g + offset<T>(i, n) * delta;
+  return g + unfused(offset<T>(i, n) * delta);
 }
 
 // exp of a filter's exponent -(d^2) / (2 sigma2). float on AVX2/AVX512 builds: gate_math's inline exp (1 ulp;

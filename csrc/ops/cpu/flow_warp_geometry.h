@@ -14,6 +14,8 @@
 #include <type_traits>
 #include <vector>
 
+#include "ops/cpu/unfused.h"
+
 namespace pyvidgen::cpu::flow_warp_geometry {
 
 constexpr int64_t kZeros = 0;
@@ -49,33 +51,6 @@ struct AxisTaps {
   bool v0, v1;     // taps that read the image (false: outside, zeros padding)
   T w1;            // weight of tap 1, the fractional part of the position
 };
-
-// `x` as computed and rounded: the compiler may not fuse the operation that produced it into the one
-// that consumes it. Sampling positions must round as the reference's separate multiply and add do
-// (where floor jumps, one ulp moves a tap by a pixel), while FMA contraction elsewhere in the kernels
-// is welcome; an empty asm statement that claims to change `x` keeps the multiply apart.
-template <typename T>
-inline T unfused(T x) {
-#if defined(__GNUC__) && defined(__x86_64__)
-  asm("" : "+x"(x));
-#elif defined(__GNUC__)
-  asm("" : "+m"(x));
-#endif
-  return x;
-}
-
-inline at::vec::Vectorized<float> unfused(at::vec::Vectorized<float> x) {
-#if defined(__GNUC__) && defined(CPU_CAPABILITY_AVX2)
-  __m256 v = x;
-  asm("" : "+x"(v));
-  return v;
-#elif defined(__GNUC__)
-  asm("" : "+m"(x));
-  return x;
-#else
-  return x;
-#endif
-}
 
 // Fold a finite position so that its taps are small integers without changing value or slope
 // (reference: _fold_position). Reflection subtracts whole periods; where T cannot resolve one period
