@@ -10,10 +10,13 @@
 
 #include <ATen/cpu/vec/vec.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <vector>
 
 #include "ops/cpu/gate_math.h"
+#include "ops/cpu/small_gemm.h"
 #include "ops/cpu/unfused.h"
 
 namespace pyvidgen::cpu::draw {
@@ -170,5 +173,38 @@ inline void filterbank_backward(const T* grad_f, const T* f, const T* total, T g
   grad_delta = sum_delta;
   grad_sigma2 = sum_rdd / sigma2 / (T(2) * sigma2);
 }
+
+// Multiply-adds an at::parallel_for task should at least hold (some ten microseconds): small glimpses of
+// small images are grouped several samples to a task.
+constexpr int64_t kGrainWork = 1 << 16;
+
+inline int64_t grain(int64_t channels, int64_t height, int64_t width, int64_t n) {
+  const int64_t per_sample = std::max<int64_t>(1, channels * n * width * (height + n));
+  return std::max<int64_t>(1, kGrainWork / per_sample);
+}
+
+// One thread's filterbanks of one sample: fx (N x Wp), fy (N x Hp), fx^T (W x Np), fy^T (H x Np).
+template <typename T>
+struct Filterbanks {
+  int64_t n, height, width, np, hp, wp;
+  std::vector<T> fx, fy, fxt, fyt, total_x, total_y;
+
+  Filterbanks(int64_t n_, int64_t height_, int64_t width_)
+      : n(n_),
+        height(height_),
+        width(width_),
+        np(small_gemm::padded<T>(n_)),
+        hp(small_gemm::padded<T>(height_)),
+        wp(small_gemm::padded<T>(width_)),
+        fx(n * wp), fy(n * hp), fxt(width * np), fyt(height * np), total_x(n), total_y(n) {}
+
+  // The transposes only where a product needs them.
+  void build(T gx, T gy, T delta, T sigma2, bool with_fxt, bool with_fyt) {
+    filterbank(gx, delta, sigma2, n, width, wp, fx.data(), total_x.data());
+    filterbank(gy, delta, sigma2, n, height, hp, fy.data(), total_y.data());
+    if (with_fxt) small_gemm::transpose(n, width, fx.data(), wp, fxt.data(), np);
+    if (with_fyt) small_gemm::transpose(n, height, fy.data(), hp, fyt.data(), np);
+  }
+};
 
 }  // namespace pyvidgen::cpu::draw

@@ -23,37 +23,12 @@ namespace {
 using draw::dot;
 using draw::filterbank;
 using draw::filterbank_backward;
+using draw::Filterbanks;
+using draw::grain;
 using small_gemm::gemm;
 using small_gemm::Out;
 using small_gemm::padded;
 using small_gemm::transpose;
-
-// Multiply-adds an at::parallel_for task should at least hold (some ten microseconds).
-constexpr int64_t kGrainWork = 1 << 16;
-
-int64_t grain(int64_t channels, int64_t height, int64_t width, int64_t n) {
-  const int64_t per_sample = std::max<int64_t>(1, channels * n * width * (height + n));
-  return std::max<int64_t>(1, kGrainWork / per_sample);
-}
-
-// One thread's filterbanks of one sample: fx (N x Wp), fy (N x Hp), fx^T (W x Np), fy^T (H x Np).
-template <typename T>
-struct Filterbanks {
-  int64_t n, height, width, np, hp, wp;
-  std::vector<T> fx, fy, fxt, fyt, total_x, total_y;
-
-  Filterbanks(int64_t n_, int64_t height_, int64_t width_)
-      : n(n_), height(height_), width(width_), np(padded<T>(n_)), hp(padded<T>(height_)), wp(padded<T>(width_)),
-        fx(n * wp), fy(n * hp), fxt(width * np), fyt(height * np), total_x(n), total_y(n) {}
-
-  // The transposes only where a product needs them.
-  void build(T gx, T gy, T delta, T sigma2, bool with_fxt, bool with_fyt) {
-    filterbank(gx, delta, sigma2, n, width, wp, fx.data(), total_x.data());
-    filterbank(gy, delta, sigma2, n, height, hp, fy.data(), total_y.data());
-    if (with_fxt) transpose(n, width, fx.data(), wp, fxt.data(), np);
-    if (with_fyt) transpose(n, height, fy.data(), hp, fyt.data(), np);
-  }
-};
 
 template <typename T>
 void forward_impl(const at::Tensor& w_t, const at::Tensor& gx_t, const at::Tensor& gy_t, const at::Tensor& delta_t,
