@@ -4,5 +4,18 @@ from pyvidgen.data.binarized_digits import BinarizedDigits
 from pyvidgen.data.mnist_images import MNISTImages
 from pyvidgen.data.moving_digits import MovingDigits, digit_glyphs
 from pyvidgen.data.moving_mnist_file import MovingMNISTFile, load_mnist_idx
+from pyvidgen.data.shapes import SHAPE_CLASSES, Shapes, estimate_velocities, velocity_histogram, velocity_kl
 
-__all__ = ["BinarizedDigits", "MNISTImages", "MovingDigits", "MovingMNISTFile", "digit_glyphs", "load_mnist_idx"]
+__all__ = [
+    "SHAPE_CLASSES",
+    "BinarizedDigits",
+    "MNISTImages",
+    "MovingDigits",
+    "MovingMNISTFile",
+    "Shapes",
+    "digit_glyphs",
+    "estimate_velocities",
+    "load_mnist_idx",
+    "velocity_histogram",
+    "velocity_kl",
+]
