@@ -7,6 +7,7 @@ from which the tests, ``pyvidgen check``, the benchmarks and gpu_check take what
 
 from pyvidgen.ops._define import OPS
 from pyvidgen.ops.conv_lstm_gates import conv_lstm_gates
+from pyvidgen.ops.cross_conv2d import cross_conv2d
 from pyvidgen.ops.draw_read import draw_read
 from pyvidgen.ops.draw_write import draw_write
 from pyvidgen.ops.flow_smoothness import flow_smoothness, flow_smoothness_grad
@@ -18,6 +19,7 @@ __all__ = [
     "OPS",
     "PADDING_MODES",
     "conv_lstm_gates",
+    "cross_conv2d",
     "draw_read",
     "draw_write",
     "flow_smoothness",

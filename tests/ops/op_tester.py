@@ -37,6 +37,7 @@ import pyvidgen
 from pyvidgen._backend import triton_interpreted
 from pyvidgen.ops import OPS
 from pyvidgen.ops._define import DeclaredOp
+from pyvidgen.ops._layout import parse as parse_layout
 from pyvidgen.ops._spec import Variant
 from pyvidgen.testing import as_outputs, check_autocast, check_backend, random_grad_outputs, run_backend
 from tests.conftest import DEVICE, deterministic_algorithms, kernel_backends, on_one_and_more_threads
@@ -85,6 +86,17 @@ def with_nonfinite(t: Any, generator: torch.Generator) -> Any:
     out[pick == 1] = float("inf")
     out[pick == 2] = float("-inf")
     return out
+
+
+def _grown_shape(op: DeclaredOp, name: str, shape: torch.Size) -> tuple[int, ...]:
+    """``shape`` with one dimension one larger: the first that the anchor's layout fixes (a literal, or a symbol the
+    anchor binds), so that the call must fail on the shape check; the last dimension if none is."""
+    layouts = op.spec.layouts
+    first = lambda text: parse_layout(text if isinstance(text, str) else text[0])  # noqa: E731
+    anchored = {dim.symbol for dim in first(layouts[op.spec.anchor]).dims}
+    dims = first(layouts[name]).dims
+    axis = next((i for i, d in enumerate(dims) if d.symbol is None or d.symbol in anchored), len(shape) - 1)
+    return tuple(size + (i == axis) for i, size in enumerate(shape))
 
 
 class OpTester:
@@ -340,7 +352,7 @@ class OpTester:
             with pytest.raises(TypeError, match=rf"{name} must have a floating-point dtype, got torch.int64"):
                 call(t.long())
             if t.dim() > 0 and name != anchor:
-                grown = torch.zeros(*t.shape[:-1], t.shape[-1] + 1, dtype=t.dtype)
+                grown = torch.zeros(_grown_shape(op, name, t.shape), dtype=t.dtype)
                 with pytest.raises(ValueError, match=rf"{name} must have shape .* to match {anchor} .*got"):
                     call(grown)
                 with pytest.raises(
@@ -367,6 +379,6 @@ class OpTester:
                     forward(*broken)
             if t.dim() > 0 and name != op.spec.anchor:
                 broken = list(args)
-                broken[position] = torch.zeros(*t.shape[:-1], t.shape[-1] + 1)
+                broken[position] = torch.zeros(_grown_shape(op, name, t.shape))
                 with pytest.raises(ValueError, match=rf"{op.name}: {name} must have shape"):
                     forward(*broken)

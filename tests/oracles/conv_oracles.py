@@ -1,4 +1,4 @@
-"""Slow loop oracles of the masked convolution, written from DESIGN.md's rule tap by tap."""
+"""Slow loop oracles of the masked and the cross convolution, written from DESIGN.md's rules tap by tap."""
 
 from __future__ import annotations
 
@@ -45,4 +45,25 @@ def masked_conv2d_oracle(
                                 if 0 <= y < height and 0 <= z < width:
                                     total += float(weight[co, ci, r, s]) * float(x[b, ci, y, z])
                     out[b, co, i, j] = total
+    return out
+
+
+def cross_conv2d_oracle(x: Tensor, kernels: Tensor) -> Tensor:
+    """out[b, c, y, x] = sum_{i, j} kernels[b, c, i, j] * x[b, c, y + i - kh // 2, x + j - kw // 2] over in-image
+    positions, one tap and one sample at a time (slices, so autograd differentiates it)."""
+    batch, channels, height, width = x.shape
+    kh, kw = kernels.shape[-2:]
+    out = torch.zeros(batch, channels, height, width, dtype=x.dtype)
+    for b in range(batch):
+        for i in range(kh):
+            for j in range(kw):
+                dy, dx = i - kh // 2, j - kw // 2
+                # Output rows y with 0 <= y + dy < height, columns likewise.
+                y0, y1 = max(0, -dy), min(height, height - dy)
+                x0, x1 = max(0, -dx), min(width, width - dx)
+                if y0 >= y1 or x0 >= x1:
+                    continue
+                shifted = x[b, :, y0 + dy : y1 + dy, x0 + dx : x1 + dx]
+                tap = kernels[b, :, i, j][:, None, None]
+                out[b, :, y0:y1, x0:x1] = out[b, :, y0:y1, x0:x1] + tap * shifted
     return out
