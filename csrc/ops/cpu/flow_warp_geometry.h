@@ -126,9 +126,10 @@ inline AxisTapsVec axis_taps_vec(at::vec::Vectorized<float> p, int32_t size, int
   return t;
 }
 
-// The sampling geometry of every output pixel of one image. Tap k (00, 01, 10, 11 = row, column
-// offset) of pixel p reads pixel index[k][p] of the source image, or the all-zero sink pixel
-// `pixels` when it reads nothing (zeros padding outside the image, or a non-finite position).
+// The sampling geometry of the output pixels of a band of rows of one image (the whole image when
+// the band spans it); arrays are indexed by the pixel's offset p from the band's first pixel. Tap k
+// (00, 01, 10, 11 = row, column offset) of pixel p reads pixel index[k][p] of the source image, or
+// the all-zero sink pixel H * W when it reads nothing (zeros padding outside the image, or a non-finite position).
 // Reading a real zero, rather than multiplying by a zero weight, keeps a NaN or inf elsewhere in
 // the image out of the result, as in the reference. Indices are 32-bit: H * W < 2^31 is checked.
 template <typename T>
@@ -141,11 +142,14 @@ struct ImageGeometry {
     for (auto& ix : index) ix.resize(pixels);
   }
 
-  // flow_u, flow_v: the image's two flow planes (H*W each).
-  void compute(const T* flow_u, const T* flow_v, int64_t height, int64_t width, int64_t mode, bool normalized) {
+  // flow_u, flow_v: the image's two flow planes (H*W each); rows [row_begin, row_end) are computed
+  // (the arrays must hold (row_end - row_begin) * width pixels).
+  void compute(const T* flow_u, const T* flow_v, int64_t height, int64_t width, int64_t mode, bool normalized,
+               int64_t row_begin, int64_t row_end) {
     const T scale_x = static_cast<T>((width - 1) / 2.0);
     const T scale_y = static_cast<T>((height - 1) / 2.0);
-    for (int64_t i = 0; i < height; ++i) {
+    base_ = row_begin * width;
+    for (int64_t i = row_begin; i < row_end; ++i) {
       int64_t j = 0;
       if constexpr (std::is_same_v<T, float>) {
         j = compute_row_vec(flow_u, flow_v, i, height, width, mode, normalized, scale_x, scale_y);
@@ -155,9 +159,11 @@ struct ImageGeometry {
   }
 
  private:
+  int64_t base_ = 0;  // image pixel index of the band's first pixel
+
   void compute_pixel(const T* flow_u, const T* flow_v, int64_t i, int64_t j, int64_t height, int64_t width,
                      int64_t mode, bool normalized, T scale_x, T scale_y) {
-    const int64_t p = i * width + j, sink = height * width;
+    const int64_t p = i * width + j, sink = height * width, q = p - base_;
     T u = flow_u[p];
     T v = flow_v[p];
     if (normalized) {
@@ -170,13 +176,13 @@ struct ImageGeometry {
     if (!ok) px = py = T(0);
     const AxisTaps<T> ax = axis_taps(px, width, mode);
     const AxisTaps<T> ay = axis_taps(py, height, mode);
-    index[0][p] = static_cast<int32_t>(ok && ay.v0 && ax.v0 ? ay.i0 * width + ax.i0 : sink);
-    index[1][p] = static_cast<int32_t>(ok && ay.v0 && ax.v1 ? ay.i0 * width + ax.i1 : sink);
-    index[2][p] = static_cast<int32_t>(ok && ay.v1 && ax.v0 ? ay.i1 * width + ax.i0 : sink);
-    index[3][p] = static_cast<int32_t>(ok && ay.v1 && ax.v1 ? ay.i1 * width + ax.i1 : sink);
-    wx1[p] = ax.w1;
-    wy1[p] = ay.w1;
-    finite[p] = ok ? -1 : 0;
+    index[0][q] = static_cast<int32_t>(ok && ay.v0 && ax.v0 ? ay.i0 * width + ax.i0 : sink);
+    index[1][q] = static_cast<int32_t>(ok && ay.v0 && ax.v1 ? ay.i0 * width + ax.i1 : sink);
+    index[2][q] = static_cast<int32_t>(ok && ay.v1 && ax.v0 ? ay.i1 * width + ax.i0 : sink);
+    index[3][q] = static_cast<int32_t>(ok && ay.v1 && ax.v1 ? ay.i1 * width + ax.i1 : sink);
+    wx1[q] = ax.w1;
+    wy1[q] = ay.w1;
+    finite[q] = ok ? -1 : 0;
   }
 
   // Whole vectors of row i; returns the first column left for the scalar tail.
@@ -189,7 +195,7 @@ struct ImageGeometry {
     const IVec sink(static_cast<int32_t>(height * width)), vwidth(static_cast<int32_t>(width));
     int64_t j = 0;
     for (; j + lanes <= width; j += lanes) {
-      const int64_t p = i * width + j;
+      const int64_t p = i * width + j, q = p - base_;
       FVec u = FVec::loadu(flow_u + p);
       FVec v = FVec::loadu(flow_v + p);
       if (normalized) {
@@ -206,13 +212,13 @@ struct ImageGeometry {
       const AxisTapsVec ax = axis_taps_vec(px, static_cast<int32_t>(width), mode);
       const AxisTapsVec ay = axis_taps_vec(py, static_cast<int32_t>(height), mode);
       const IVec row0 = ay.i0 * vwidth, row1 = ay.i1 * vwidth;
-      IVec::blendv(sink, row0 + ax.i0, ok & ay.v0 & ax.v0).store(index[0].data() + p);
-      IVec::blendv(sink, row0 + ax.i1, ok & ay.v0 & ax.v1).store(index[1].data() + p);
-      IVec::blendv(sink, row1 + ax.i0, ok & ay.v1 & ax.v0).store(index[2].data() + p);
-      IVec::blendv(sink, row1 + ax.i1, ok & ay.v1 & ax.v1).store(index[3].data() + p);
-      ax.w1.store(wx1.data() + p);
-      ay.w1.store(wy1.data() + p);
-      ok.store(finite.data() + p);
+      IVec::blendv(sink, row0 + ax.i0, ok & ay.v0 & ax.v0).store(index[0].data() + q);
+      IVec::blendv(sink, row0 + ax.i1, ok & ay.v0 & ax.v1).store(index[1].data() + q);
+      IVec::blendv(sink, row1 + ax.i0, ok & ay.v1 & ax.v0).store(index[2].data() + q);
+      IVec::blendv(sink, row1 + ax.i1, ok & ay.v1 & ax.v1).store(index[3].data() + q);
+      ax.w1.store(wx1.data() + q);
+      ay.w1.store(wy1.data() + q);
+      ok.store(finite.data() + q);
     }
     return j;
   }

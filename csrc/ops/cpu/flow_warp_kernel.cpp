@@ -1,10 +1,13 @@
 // CPU kernels of flow_warp. Specification: kernels/reference/flow_warp.py (same formulas, same order
 // of floating-point operations where it matters, so results agree to rounding).
 //
-// Work items are (batch, channel chunk). Each item first computes its image's sampling geometry
-// (positions, tap indices, weights; independent of the channel), then walks its channels plane by
-// plane: the source plane stays hot in cache while it is gathered from (forward) or scattered into
-// (backward). The backward item owns its grad_x planes (no atomics) and sums the flow gradient over
+// Work items are (batch, channel chunk). Each item copies its source planes to a pixel-major buffer,
+// then walks the output in bands of rows: for each band it computes the band's sampling geometry
+// (positions, tap indices, weights; independent of the channel) and then samples (forward) or
+// scatters (backward) all the item's channels of the band, so the geometry and the band's output or
+// upstream gradient stay in cache whatever the image size (the pixel-major source, gathered from
+// anywhere a flow points, stays whole). The backward item owns its grad_x planes (no atomics),
+// scatters into them in pixel order band after band, and sums the flow gradient over
 // its channels; with several chunks per image, their partial flow gradients are added in chunk
 // order afterwards. Chunking depends on shapes only, never on the thread count, so the result is
 // bitwise reproducible.
@@ -37,19 +40,19 @@ int64_t chunk_channels(int64_t batch, int64_t channels) {
   return std::max<int64_t>(std::min<int64_t>(std::max<int64_t>(per_chunk, 16), channels), 1);
 }
 
-// Copies `count` channel planes (plane[c * pixels + p]) to a pixel-major buffer
-// (buffer[p * stride + c]) or back, in 8x8 register transposes. Channel tiles are the outer loop
-// so that eight planes stream front to back at a time, which the prefetcher follows.
+// Copies the first `pixels` pixels of `count` channel planes (plane[c * plane_size + p]) to a
+// pixel-major buffer (buffer[p * stride + c]) or back, in 8x8 register transposes. Channel tiles are
+// the outer loop so that eight planes stream front to back at a time, which the prefetcher follows.
 template <bool kToPixelMajor, typename T>
-void copy_tiles(const T* src, T* dst, int64_t count, int64_t pixels, int64_t stride) {
+void copy_tiles(const T* src, T* dst, int64_t count, int64_t pixels, int64_t plane_size, int64_t stride) {
   constexpr int64_t kTile = 8;
-  const int64_t ld_src = kToPixelMajor ? pixels : stride, ld_dst = kToPixelMajor ? stride : pixels;
+  const int64_t ld_src = kToPixelMajor ? plane_size : stride, ld_dst = kToPixelMajor ? stride : plane_size;
   for (int64_t c = 0; c < count; c += kTile) {
     const int64_t nc = std::min(kTile, count - c);
     for (int64_t p = 0; p < pixels; p += kTile) {
       const int64_t np = std::min(kTile, pixels - p);
-      const T* from = kToPixelMajor ? src + c * pixels + p : src + p * stride + c;
-      T* to = kToPixelMajor ? dst + p * stride + c : dst + c * pixels + p;
+      const T* from = kToPixelMajor ? src + c * plane_size + p : src + p * stride + c;
+      T* to = kToPixelMajor ? dst + p * stride + c : dst + c * plane_size + p;
       if constexpr (std::is_same_v<T, float>) {
         if (np == kTile && nc == kTile) {
           at::vec::transpose_mxn<float, 8, 8>(from, ld_src, to, ld_dst);
@@ -61,35 +64,42 @@ void copy_tiles(const T* src, T* dst, int64_t count, int64_t pixels, int64_t str
   }
 }
 
-// Pixel-major copy of `count` channel planes: dst[p * stride + c] = src[c * pixels + p]. In this
+// Pixel-major copy of `count` channel planes: dst[p * stride + c] = src[c * plane_size + p]. In this
 // layout the four taps of a pixel are contiguous runs over the channels, so sampling is plain
 // vector loads instead of gathers. Lanes count..stride-1 are zeroed: whole vectors are summed over.
 template <typename T>
-void to_pixel_major(const T* src, int64_t count, int64_t pixels, T* dst, int64_t stride) {
+void to_pixel_major(const T* src, int64_t count, int64_t pixels, int64_t plane_size, T* dst, int64_t stride) {
   using Vec = at::vec::Vectorized<T>;
   if (count < 8) {  // a few channels (an RGB image): a plain loop beats partial-tile transposes
     for (int64_t p = 0; p < pixels; ++p) {
       for (int64_t c = 0; c < stride; c += Vec::size()) Vec(T(0)).store(dst + p * stride + c);
-      for (int64_t c = 0; c < count; ++c) dst[p * stride + c] = src[c * pixels + p];
+      for (int64_t c = 0; c < count; ++c) dst[p * stride + c] = src[c * plane_size + p];
     }
     return;
   }
   for (int64_t p = 0; p < pixels && count < stride; ++p) {
     for (int64_t c = count; c < stride; ++c) dst[p * stride + c] = T(0);  // a loop, not a memset call per pixel
   }
-  copy_tiles<true>(src, dst, count, pixels, stride);
+  copy_tiles<true>(src, dst, count, pixels, plane_size, stride);
 }
 
-// The inverse: dst[c * pixels + p] = src[p * stride + c] for c < count.
+// The inverse: dst[c * plane_size + p] = src[p * stride + c] for c < count, p < pixels.
 template <typename T>
-void to_channel_major(const T* src, int64_t stride, int64_t count, int64_t pixels, T* dst) {
+void to_channel_major(const T* src, int64_t stride, int64_t count, int64_t pixels, int64_t plane_size, T* dst) {
   if (count < 8) {
     for (int64_t c = 0; c < count; ++c) {
-      for (int64_t p = 0; p < pixels; ++p) dst[c * pixels + p] = src[p * stride + c];
+      for (int64_t p = 0; p < pixels; ++p) dst[c * plane_size + p] = src[p * stride + c];
     }
     return;
   }
-  copy_tiles<false>(src, dst, count, pixels, stride);
+  copy_tiles<false>(src, dst, count, pixels, plane_size, stride);
+}
+
+// Rows per band: about kBandPixels pixels, so that a band's geometry and pixel-major output or
+// upstream gradient (a few hundred KiB at most) stay in L2 while its channels are processed.
+constexpr int64_t kBandPixels = 2048;
+int64_t band_rows(int64_t height, int64_t width) {
+  return std::max<int64_t>(1, std::min<int64_t>(height, kBandPixels / std::max<int64_t>(width, 1)));
 }
 
 template <typename T>
@@ -110,40 +120,41 @@ void forward_impl(const at::Tensor& x, const at::Tensor& flow, at::Tensor& out, 
   const T* flow_data = flow.const_data_ptr<T>();
   T* out_data = out.mutable_data_ptr<T>();
   const T nan = std::numeric_limits<T>::quiet_NaN();
+  const int64_t rows = band_rows(height, width);
 
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
-    ImageGeometry<T> geo(pixels);
-    int64_t geometry_of = -1;  // the batch index whose geometry `geo` holds
+    ImageGeometry<T> geo(rows * width);
     std::vector<T> source((pixels + 1) * stride, T(0));  // pixel-major x, + the zero sink pixel
-    std::vector<T> result(pixels * stride);               // pixel-major output
+    std::vector<T> result(rows * width * stride);         // pixel-major output of one band
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks, c0 = (item % chunks) * chunk;
       const int64_t count = std::min(chunk, channels - c0);
-      if (b != geometry_of) {
-        geo.compute(flow_data + b * 2 * pixels, flow_data + (b * 2 + 1) * pixels, height, width, mode, normalized);
-        geometry_of = b;
+      to_pixel_major(x_data + (b * channels + c0) * pixels, count, pixels, pixels, source.data(), stride);
+      for (int64_t r0 = 0; r0 < height; r0 += rows) {
+        const int64_t r1 = std::min(height, r0 + rows), band = (r1 - r0) * width, base = r0 * width;
+        geo.compute(flow_data + b * 2 * pixels, flow_data + (b * 2 + 1) * pixels, height, width, mode, normalized, r0,
+                    r1);
+        for (int64_t p = 0; p < band; ++p) {
+          T* dst = result.data() + p * stride;
+          if (!geo.finite[p]) {
+            std::fill(dst, dst + stride, nan);
+            continue;
+          }
+          const T wx1 = geo.wx1[p], wy1 = geo.wy1[p];
+          const T wx0 = T(1) - wx1, wy0 = T(1) - wy1;
+          const Vec w00(wy0 * wx0), w01(wy0 * wx1), w10(wy1 * wx0), w11(wy1 * wx1);
+          const T* t00 = source.data() + int64_t{geo.index[0][p]} * stride;
+          const T* t01 = source.data() + int64_t{geo.index[1][p]} * stride;
+          const T* t10 = source.data() + int64_t{geo.index[2][p]} * stride;
+          const T* t11 = source.data() + int64_t{geo.index[3][p]} * stride;
+          for (int64_t c = 0; c < stride; c += Vec::size()) {
+            const Vec value = w00 * Vec::loadu(t00 + c) + w01 * Vec::loadu(t01 + c) + w10 * Vec::loadu(t10 + c) +
+                              w11 * Vec::loadu(t11 + c);
+            value.store(dst + c);
+          }
       }
-      to_pixel_major(x_data + (b * channels + c0) * pixels, count, pixels, source.data(), stride);
-      for (int64_t p = 0; p < pixels; ++p) {
-        T* dst = result.data() + p * stride;
-        if (!geo.finite[p]) {
-          std::fill(dst, dst + stride, nan);
-          continue;
-        }
-        const T wx1 = geo.wx1[p], wy1 = geo.wy1[p];
-        const T wx0 = T(1) - wx1, wy0 = T(1) - wy1;
-        const Vec w00(wy0 * wx0), w01(wy0 * wx1), w10(wy1 * wx0), w11(wy1 * wx1);
-        const T* t00 = source.data() + int64_t{geo.index[0][p]} * stride;
-        const T* t01 = source.data() + int64_t{geo.index[1][p]} * stride;
-        const T* t10 = source.data() + int64_t{geo.index[2][p]} * stride;
-        const T* t11 = source.data() + int64_t{geo.index[3][p]} * stride;
-        for (int64_t c = 0; c < stride; c += Vec::size()) {
-          const Vec value = w00 * Vec::loadu(t00 + c) + w01 * Vec::loadu(t01 + c) + w10 * Vec::loadu(t10 + c) +
-                            w11 * Vec::loadu(t11 + c);
-          value.store(dst + c);
-        }
+      to_channel_major(result.data(), stride, count, band, pixels, out_data + (b * channels + c0) * pixels + base);
       }
-      to_channel_major(result.data(), stride, count, pixels, out_data + (b * channels + c0) * pixels);
     }
   });
 }
@@ -184,57 +195,66 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
   const T scale_x = normalized ? static_cast<T>((width - 1) / 2.0) : T(1);
   const T scale_y = normalized ? static_cast<T>((height - 1) / 2.0) : T(1);
 
+  const int64_t rows = band_rows(height, width);
+
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
-    ImageGeometry<T> geo(pixels);
-    int64_t geometry_of = -1;
+    ImageGeometry<T> geo(rows * width);
     std::vector<T> source(gflow_data ? (pixels + 1) * stride : 0, T(0));  // x, pixel-major, + zero sink
-    std::vector<T> upstream(pixels * stride, T(0));                       // grad_out, pixel-major
+    std::vector<T> upstream(rows * width * stride, T(0));                 // grad_out of one band, pixel-major
     std::vector<T> accum(gx_data ? (pixels + 1) * stride : 0);            // grad_x, pixel-major, + sink
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks, chunk_index = item % chunks;
       const int64_t c0 = chunk_index * chunk, count = std::min(chunk, channels - c0);
-      if (b != geometry_of) {
-        geo.compute(flow_data + b * 2 * pixels, flow_data + (b * 2 + 1) * pixels, height, width, mode, normalized);
-        geometry_of = b;
+      if (gflow_data) {
+        to_pixel_major(x_data + (b * channels + c0) * pixels, count, pixels, pixels, source.data(), stride);
       }
-      to_pixel_major(go_data + (b * channels + c0) * pixels, count, pixels, upstream.data(), stride);
-      if (gflow_data) to_pixel_major(x_data + (b * channels + c0) * pixels, count, pixels, source.data(), stride);
       if (gx_data) std::fill(accum.begin(), accum.end(), T(0));
-      T* du = gflow_data ? gflow_data + (b * chunks + chunk_index) * 2 * pixels : nullptr;
-      for (int64_t p = 0; p < pixels; ++p) {
-        const T wx1 = geo.wx1[p], wy1 = geo.wy1[p];
-        const T wx0 = T(1) - wx1, wy0 = T(1) - wy1;
-        const T* g = upstream.data() + p * stride;
-        const int64_t o00 = int64_t{geo.index[0][p]} * stride, o01 = int64_t{geo.index[1][p]} * stride;
-        const int64_t o10 = int64_t{geo.index[2][p]} * stride, o11 = int64_t{geo.index[3][p]} * stride;
-        if (gx_data) {
-          // Taps that read nothing go to the sink pixel, which is never copied out.
-          const Vec w00(wy0 * wx0), w01(wy0 * wx1), w10(wy1 * wx0), w11(wy1 * wx1);
-          T* a = accum.data();
-          for (int64_t c = 0; c < stride; c += Vec::size()) {
-            const Vec gv = Vec::loadu(g + c);
-            (Vec::loadu(a + o00 + c) + w00 * gv).store(a + o00 + c);
-            (Vec::loadu(a + o01 + c) + w01 * gv).store(a + o01 + c);
-            (Vec::loadu(a + o10 + c) + w10 * gv).store(a + o10 + c);
-            (Vec::loadu(a + o11 + c) + w11 * gv).store(a + o11 + c);
+      T* du_image = gflow_data ? gflow_data + (b * chunks + chunk_index) * 2 * pixels : nullptr;
+      // Bands in row order and pixels in order within each: every accum element receives its
+      // contributions in pixel order, as in one pass over the image.
+      for (int64_t r0 = 0; r0 < height; r0 += rows) {
+        const int64_t r1 = std::min(height, r0 + rows), band = (r1 - r0) * width, base = r0 * width;
+        geo.compute(flow_data + b * 2 * pixels, flow_data + (b * 2 + 1) * pixels, height, width, mode, normalized, r0,
+                    r1);
+        to_pixel_major(go_data + (b * channels + c0) * pixels + base, count, band, pixels, upstream.data(), stride);
+        T* du = du_image ? du_image + base : nullptr;
+        for (int64_t p = 0; p < band; ++p) {
+          const T wx1 = geo.wx1[p], wy1 = geo.wy1[p];
+          const T wx0 = T(1) - wx1, wy0 = T(1) - wy1;
+          const T* g = upstream.data() + p * stride;
+          const int64_t o00 = int64_t{geo.index[0][p]} * stride, o01 = int64_t{geo.index[1][p]} * stride;
+          const int64_t o10 = int64_t{geo.index[2][p]} * stride, o11 = int64_t{geo.index[3][p]} * stride;
+          if (gx_data) {
+            // Taps that read nothing go to the sink pixel, which is never copied out.
+            const Vec w00(wy0 * wx0), w01(wy0 * wx1), w10(wy1 * wx0), w11(wy1 * wx1);
+            T* a = accum.data();
+            for (int64_t c = 0; c < stride; c += Vec::size()) {
+              const Vec gv = Vec::loadu(g + c);
+              (Vec::loadu(a + o00 + c) + w00 * gv).store(a + o00 + c);
+              (Vec::loadu(a + o01 + c) + w01 * gv).store(a + o01 + c);
+              (Vec::loadu(a + o10 + c) + w10 * gv).store(a + o10 + c);
+              (Vec::loadu(a + o11 + c) + w11 * gv).store(a + o11 + c);
+            }
           }
-        }
-        if (du) {
-          const T* s = source.data();
-          const Vec vwx0(wx0), vwx1(wx1), vwy0(wy0), vwy1(wy1);
-          Vec acc_x(T(0)), acc_y(T(0));
-          for (int64_t c = 0; c < stride; c += Vec::size()) {
-            const Vec gv = Vec::loadu(g + c);
-            const Vec v00 = Vec::loadu(s + o00 + c), v01 = Vec::loadu(s + o01 + c);
-            const Vec v10 = Vec::loadu(s + o10 + c), v11 = Vec::loadu(s + o11 + c);
-            acc_x = acc_x + gv * (vwy0 * (v01 - v00) + vwy1 * (v11 - v10));
-            acc_y = acc_y + gv * (vwx0 * (v10 - v00) + vwx1 * (v11 - v01));
+          if (du) {
+            const T* s = source.data();
+            const Vec vwx0(wx0), vwx1(wx1), vwy0(wy0), vwy1(wy1);
+            Vec acc_x(T(0)), acc_y(T(0));
+            for (int64_t c = 0; c < stride; c += Vec::size()) {
+              const Vec gv = Vec::loadu(g + c);
+              const Vec v00 = Vec::loadu(s + o00 + c), v01 = Vec::loadu(s + o01 + c);
+              const Vec v10 = Vec::loadu(s + o10 + c), v11 = Vec::loadu(s + o11 + c);
+              acc_x = acc_x + gv * (vwy0 * (v01 - v00) + vwy1 * (v11 - v10));
+              acc_y = acc_y + gv * (vwx0 * (v10 - v00) + vwx1 * (v11 - v01));
+            }
+            du[p] = geo.finite[p] ? horizontal_sum(acc_x) * scale_x : T(0);
+            du[pixels + p] = geo.finite[p] ? horizontal_sum(acc_y) * scale_y : T(0);
           }
-          du[p] = geo.finite[p] ? horizontal_sum(acc_x) * scale_x : T(0);
-          du[pixels + p] = geo.finite[p] ? horizontal_sum(acc_y) * scale_y : T(0);
-        }
       }
-      if (gx_data) to_channel_major(accum.data(), stride, count, pixels, gx_data + (b * channels + c0) * pixels);
+      }
+      if (gx_data) {
+        to_channel_major(accum.data(), stride, count, pixels, pixels, gx_data + (b * channels + c0) * pixels);
+      }
     }
   });
 
