@@ -4,7 +4,8 @@
 and gradients on both backends, times full steps (forward, backward, optimiser) interleaved, and profiles
 one step to report the share of time spent in the fused ops (``pyvidgen::*``) and in convolutions.
 :func:`time_st_ae_step` and :func:`time_vpn_step` apply it to the two video models, :func:`time_draw_step` to
-DRAW (whose fused ops are the attention's read and write).
+DRAW (whose fused ops are the attention's read and write), :func:`time_cross_conv_step` to Visual Dynamics' cross
+convolutional network (whose fused op is the cross convolution).
 """
 
 from __future__ import annotations
@@ -26,14 +27,17 @@ def _profile_shares(step) -> dict[str, float]:  # noqa: ANN001
     """Fractions of one step's CPU time inside pyvidgen ops and inside convolutions (forward and backward).
 
     An op's time is inclusive (on the reference backend the fused op runs as several aten ops under
-    its ``pyvidgen::`` event); the total is the sum of every event's self time.
+    its ``pyvidgen::`` event); the total is the sum of every event's self time. In eager mode an op's backward
+    runs inside its autograd node (``GeneratedBackwardFor_pyvidgen_<op>_defaultBackward``), not as a
+    ``pyvidgen::`` event, so those nodes count as fused-op time too.
     """
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         step()
     total = fused = conv = 0.0
     for event in prof.key_averages():
         total += event.self_cpu_time_total
-        if event.key.startswith("pyvidgen::"):
+        backward = event.key.startswith("GeneratedBackwardFor_pyvidgen_") and event.key.endswith("Backward")
+        if event.key.startswith("pyvidgen::") or backward:
             fused += event.cpu_time_total
         elif event.key in ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward"):
             conv += event.self_cpu_time_total
@@ -215,4 +219,41 @@ def time_draw_step(
     problem = {"preset": preset, "batch": batch, "seq_len": base.config.glimpses, "size": base.config.height}
     return time_training_step(
         "draw", base, loss_fn, problem, lr=1e-3, seconds=seconds, min_runs=min_runs, rounds=rounds, device=device
+    )
+
+
+def time_cross_conv_step(
+    preset: str = "small",
+    batch: int = 32,
+    size: int | None = None,
+    *,
+    seconds: float = 6.0,
+    min_runs: int = 4,
+    rounds: int = 3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    **overrides: Any,
+) -> list[dict[str, Any]]:
+    """:func:`time_training_step` of the cross convolutional network (the CVAE's loss at KL weight 1) on shapes.
+
+    The latent noise is fixed, so both backends (and every timed step) decode the same z. ``size`` defaults to the
+    preset's frame side; ``overrides`` change :class:`CrossConvConfig` fields. The rows' ``seq_len`` is 2 (a pair
+    of frames).
+    """
+    from pyvidgen.data.shapes import Shapes
+    from pyvidgen.models.cross_conv_net import build_cross_conv_net
+
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    base = build_cross_conv_net(preset, **overrides).to(device)
+    size = size or base.config.image_size
+    frames = Shapes(batch, size=size, seed=seed).batch(range(batch)).to(device)
+    noise = torch.randn(batch, *base.latent_shape, generator=torch.Generator().manual_seed(seed)).to(device)
+
+    def loss_fn(model: torch.nn.Module) -> torch.Tensor:
+        return model.loss(frames[:, 0], frames[:, 1], noise=noise).loss
+
+    problem = {"preset": preset, "batch": batch, "seq_len": 2, "size": size}
+    return time_training_step(
+        "cross-conv", base, loss_fn, problem, lr=1e-4, seconds=seconds, min_runs=min_runs, rounds=rounds, device=device
     )

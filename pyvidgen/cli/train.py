@@ -12,6 +12,9 @@ Examples::
     pyvidgen train draw --preset small --out runs/draw
     pyvidgen train draw --preset small --option attention=false --out runs/draw-no-attention
     pyvidgen sample draw --checkpoint runs/draw/checkpoint.pt --count 64
+    pyvidgen train cross-conv --preset small --steps 2500 --batch-size 32 --eval-every 500 --out runs/cc
+    pyvidgen train cross-conv --preset small --steps 2500 --batch-size 32 --option deterministic=true --out runs/cc-det
+    pyvidgen sample cross-conv --checkpoint runs/cc/checkpoint.pt --count 36
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ TASKS = {
     "vpn": "pyvidgen.training.vpn:VPNTask",
     "draw": "pyvidgen.training.draw:DRAWTask",
     "vae": "pyvidgen.training.vae:VAETask",
+    "cross-conv": "pyvidgen.training.cross_conv:CrossConvTask",
 }
 TASK_NAMES = tuple(TASKS)
 
@@ -117,7 +121,9 @@ def add_sample_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=10, help="frames to predict")
     parser.add_argument("--context", type=int, default=5, help="observed frames before the rollout")
     parser.add_argument("--videos", type=int, default=4, help="videos to roll out (video tasks: st-ae, vpn)")
-    parser.add_argument("--count", type=int, default=64, help="images to sample (image tasks: draw, vae)")
+    parser.add_argument(
+        "--count", type=int, default=64, help="images to sample (image tasks: draw, vae; cross-conv: futures in all)"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", default=None, metavar="DIR", help="default: the checkpoint's folder")
 

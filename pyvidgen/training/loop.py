@@ -197,8 +197,13 @@ def train(task: Task, config: TrainConfig, on_step: Callable[[int, float], None]
         )
     model.train()
     step, seen, started, loss_value = start_step, 0, time.perf_counter(), math.nan
+    # Optional: a task whose loss depends on the step (an annealed KL weight) is told which step comes next, so a
+    # resumed run continues exactly.
+    set_step = getattr(task, "set_step", None)
     for batch in loader:
         batch = batch.to(device, non_blocking=True)
+        if set_step is not None:
+            set_step(step)
         loss = task.loss(wrapped, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
