@@ -97,10 +97,12 @@ class OpBench:
         dtype: torch.dtype,
         gen: torch.Generator,
         variant: str | None = None,
+        magnitude: float | None = None,
     ) -> tuple:
-        """The op's arguments at size ``dims`` (``variant``, default the benchmarked one)."""
+        """The op's arguments at size ``dims`` (``variant``, default the benchmarked one; ``magnitude``, default
+        the op's typical one)."""
         return self.declared.sample(
-            dims, dtype=dtype, device=device, generator=gen, variant=variant or self.bench.variant
+            dims, dtype=dtype, device=device, generator=gen, variant=variant or self.bench.variant, magnitude=magnitude
         )
 
     def reference(self, *args: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from pyvidgen.bench import cases
+from pyvidgen.bench import cases, roofline, sweep_report
 
 Row = dict[str, Any]
 
@@ -146,7 +146,17 @@ def target_lines(rows: Sequence[Row]) -> list[str]:
                 f"target {row['op']} {row['shape_label']} {row['mode']} on {row['device']}: "
                 f"{goal.provider} vs {goal.baseline} {got} (goal >= {goal.min_speedup:.2f}x) {verdict}"
             )
-    return lines
+    return lines + roofline.goal_lines(rows)
+
+
+def _sweep_columns(rows: Sequence[Row]) -> list[tuple[str, str]]:
+    """(header, row key) of the sweep's columns that some row has."""
+    columns = [("side", "side"), ("C", "channels"), ("mag", "magnitude"), ("elements", "elements")]
+    return [(head, key) for head, key in columns if any(key in row for row in rows)]
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def format_table(rows: Sequence[Row], *, notes: bool = True) -> str:
@@ -156,7 +166,9 @@ def format_table(rows: Sequence[Row], *, notes: bool = True) -> str:
     then ``vs <baseline>`` = baseline's median / this median (above 1 = faster than that baseline)
     for eager, compiled and the op's own baselines (flow_warp: grid_sample, grid_sample_compiled;
     "-" where an op has no such baseline), and the effective bandwidth GB/s
-    (``OpBench.bytes_moved`` / median; "-" where it does not apply).
+    (``OpBench.bytes_moved`` / median; "-" where it does not apply). Where rows have them: a sweep point's
+    side, channels C, magnitude and elements (after the provider) and its ns per element (last), and
+    "% copy", a memory-bound op's GB/s as a percentage of the copy row's (:mod:`pyvidgen.bench.roofline`).
 
     Args:
         rows: rows of :func:`pyvidgen.bench.runner.run`.
@@ -164,7 +176,11 @@ def format_table(rows: Sequence[Row], *, notes: bool = True) -> str:
     """
     measured = [r for r in rows if r.get("status") == "ok"]
     bases = _comparisons(measured)
-    header = ["op", "shape", "mode", "provider", "median ms", "iqr %", *(f"vs {b}" for b in bases), "GB/s"]
+    sweep = _sweep_columns(measured)
+    copy = any(r.get("copy_fraction") is not None for r in measured)
+    per_element = any(r.get("ns_per_element") is not None for r in measured)
+    header = ["op", "shape", "mode", "provider", *(h for h, _ in sweep), "median ms", "iqr %"]
+    header += [*(f"vs {b}" for b in bases), "GB/s", *["% copy"] * copy, *["ns/elem"] * per_element]
     body, separators, previous = [], set(), None
     for row in measured:
         group = (row["op"], row["shape_label"], row["mode"])
@@ -178,15 +194,21 @@ def format_table(rows: Sequence[Row], *, notes: bool = True) -> str:
                 row["shape_label"],
                 row["mode"],
                 row["provider"],
+                *(_cell(row.get(key)) for _, key in sweep),
                 _ms(row["ms"]),
                 _spread(row),
                 *(f"{speedups[b]:.2f}x" if b in speedups else "-" for b in bases),
                 _gbps(row.get("gbps")),
             ]
         )
+        if copy:
+            fraction = row.get("copy_fraction")
+            body[-1].append("-" if fraction is None else f"{100 * fraction:.0f}")
+        if per_element:
+            body[-1].append("-" if row.get("ns_per_element") is None else f"{row['ns_per_element']:.3g}")
     lines = _render(header, body, separators) if body else ["(no measurements)"]
     if notes:
-        extra = _notes(rows) + target_lines(rows)
+        extra = roofline.copy_note(rows) + _notes(rows) + target_lines(rows) + sweep_report.spread_lines(rows)
         if extra:
             lines += ["", *extra]
     return "\n".join(lines)

@@ -91,7 +91,7 @@ def make_workload(
     device = torch.device(device)
     mode = cases.canonical_mode(mode)
     gen = torch.Generator().manual_seed(seed)
-    args = entry.make_inputs(shape.dims, device, dtype, gen, shape.variant)
+    args = entry.make_inputs(shape.dims, device, dtype, gen, shape.variant, shape.magnitude)
     with torch.no_grad():
         expected = as_outputs(entry.reference(*args))
     grad_outputs = None
@@ -233,6 +233,8 @@ def _base_row(plan: tuple[OpBench, Shape, str], device: torch.device, dtype: tor
         "dtype": str(dtype).removeprefix("torch."),
         "quick": shape.quick,
         "target": shape.target,
+        # A sweep point's side, channels, magnitude and elements.
+        **shape.tags,
     }
 
 
@@ -247,6 +249,8 @@ def _summarise(row: dict[str, Any], samples: list[float], nbytes: int | None) ->
     row.update(status="ok", ms=ms, ms_min=min(samples), ms_q1=q1, ms_q3=q3, runs=len(samples))
     row["bytes"] = nbytes
     row["gbps"] = nbytes / (ms * 1e-3) / 1e9 if nbytes is not None and ms > 0 else None
+    if row.get("elements"):
+        row["ns_per_element"] = ms * 1e6 / row["elements"]
 
 
 def _run_group(
@@ -332,7 +336,8 @@ def run(
         modes: "forward" and/or "fwd+bwd".
         device: "cpu" or "cuda"; CUDA when available by default.
         providers: restrict to these provider names (those an op does not have are ignored).
-        shapes: per op, sizes to run instead of the registry's (e.g. tiny ones in tests).
+        shapes: per op, sizes (dims, or :class:`Shape` for a magnitude or row tags) to run instead of the
+            registry's (e.g. tiny ones in tests, ``--shape``, ``--sweep`` points).
         dtype: input dtype.
         seconds: time budget per provider and group (overrides the quick/full default).
         min_runs: minimum timed calls per provider and group (overrides the default).
@@ -347,7 +352,8 @@ def run(
         Dicts with ``op, shape, shape_label, mode, provider, device, dtype, status`` ("ok", "skipped"
         or "error"), ``reason`` (not ok), ``ms`` (median, None when not ok), ``ms_min, ms_q1, ms_q3,
         runs, bytes, gbps`` (None without a byte model), ``speedup`` ({baseline: its ms / this ms}),
-        ``max_abs_diff`` (forward vs the eager reference), ``quick, target, kwargs, shape_doc``.
+        ``max_abs_diff`` (forward vs the eager reference), ``quick, target, kwargs, shape_doc``, and the shape's
+        tags (a sweep point's ``side, channels, magnitude, elements``, then also ``ns_per_element``).
     """
     from tqdm.auto import tqdm
 
@@ -364,7 +370,8 @@ def run(
     for entry in entries:
         names = [p for p in entry.providers() if providers is None or p in providers]
         if shapes is not None and entry.name in shapes:
-            op_shapes = [Shape(tuple(int(d) for d in dims), quick=True) for dims in shapes[entry.name]]
+            given = shapes[entry.name]
+            op_shapes = [s if isinstance(s, Shape) else Shape(tuple(int(d) for d in s), quick=True) for s in given]
         else:
             op_shapes = cases.select_shapes(entry, quick)
         plan += [(entry, shape, mode, names) for shape in op_shapes for mode in modes]

@@ -101,17 +101,26 @@ class Shape:
         quick: part of the ``--quick`` subset.
         target: a shape that a performance target of the op is stated at.
         variant: the variant timed at this shape (default: the benchmark's).
+        magnitude: the sample builder's ``magnitude`` (default: the first of ``Samples.magnitudes``); for
+            flow_warp the flow's reach in pixels, which decides how scattered the taps are.
+        tags: extra fields of the rows timed at this shape (a sweep point's side, channels, elements); not
+            part of the shape's identity.
     """
 
     dims: tuple[int, ...]
     quick: bool = False
     target: bool = False
     variant: str | None = None
+    magnitude: float | None = None
+    tags: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def label(self) -> str:
-        dims = "x".join(str(d) for d in self.dims)
-        return f"{dims}/{self.variant}" if self.variant else dims
+        label = "x".join(str(d) for d in self.dims)
+        if self.variant:
+            label += f"/{self.variant}"
+        # Points that differ only in magnitude (flow_warp's sweep) must not share a label: rows group by it.
+        return label if self.magnitude is None else f"{label}/m={self.magnitude:g}"
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,44 @@ class Target:
 
 
 @dataclass(frozen=True)
+class CopyGoal:
+    """A memory-bound op's goal: its kernels reach ``fraction`` of the machine's copy bandwidth.
+
+    The bandwidth is that of ``dst.copy_(src)`` on buffers well beyond the last-level cache (measured once per
+    ``pyvidgen bench`` run); the op's is its compulsory traffic (``Bench.bytes_moved``) over its median time.
+    Checked (reported, never enforced) at the shapes labelled ``shapes``, in ``mode``, for ``providers``.
+    """
+
+    fraction: float
+    shapes: tuple[str, ...]
+    mode: str = "fwd+bwd"
+    providers: tuple[str, ...] = ("cpp", "triton")
+
+
+# The side ladder of ``pyvidgen bench --sweep``: square frames from the 32² of small video models to the 512² of
+# high-resolution ones.
+SWEEP_SIDES = (32, 64, 128, 256, 512)
+# Elements (B * C * H * W) of the image-sized tensor at every sweep point. 2^21 floats (8 MiB) keep the smallest
+# side at hundreds of images and the largest single images in tens of MiB, so the whole sweep stays a few minutes
+# on two cores; only a point whose one image is already larger (32 channels at 512²: 2^23) exceeds it, with B = 1.
+SWEEP_ELEMENTS = 2**21
+
+
+def sweep_batch(elements: int, channels: int, side: int) -> int:
+    """The batch that fills the element budget at ``channels`` x ``side``²: ``max(1, elements // (C H W))``."""
+    return max(1, elements // (channels * side * side))
+
+
+def square_sweep(*extra: int) -> Callable[[int, int, int], tuple[int, ...]]:
+    """The usual ``Bench.sweep``: dims ``(B, C, side, side, *extra)`` with B from :func:`sweep_batch`."""
+
+    def dims(side: int, channels: int, elements: int) -> tuple[int, ...]:
+        return (sweep_batch(elements, channels, side), channels, side, side, *extra)
+
+    return dims
+
+
+@dataclass(frozen=True)
 class Bench:
     """How the op is benchmarked.
 
@@ -141,6 +188,16 @@ class Bench:
         baselines: other eager formulations users write today, each also timed compiled.
         bytes_moved: ``(inputs, outputs, mode) -> bytes`` for GB/s; None where GB/s does not apply;
             the default counts every input and output once per pass.
+        sweep: ``(side, channels, elements) -> dims`` of ``pyvidgen bench --sweep``: the op's dims at an H = W =
+            ``side`` image of ``channels`` channels whose (B, C, H, W) tensor holds about ``elements`` values
+            (:data:`SWEEP_ELEMENTS` unless asked otherwise); None: not swept.
+        sweep_channels: the channel counts swept (3 and 32 where the op leaves them free).
+        sweep_sides: the sides swept (a shorter ladder where the largest sides say nothing or take too long).
+        sweep_magnitudes: sample magnitudes swept at every (side, channels) point (flow_warp: the flow's reach in
+            pixels); empty: the default magnitude only.
+        memory_bound: the op's time is bound by memory traffic: its rows are reported as a fraction of the
+            machine's copy bandwidth ("% copy").
+        copy_goal: the fraction of the copy bandwidth the op's kernels should reach, where stated.
     """
 
     shapes: tuple[Shape, ...]
@@ -149,6 +206,12 @@ class Bench:
     targets: tuple[Target, ...] = ()
     baselines: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
     bytes_moved: Callable[[Sequence[Tensor], Sequence[Tensor], str], int] | None | str = "default"
+    sweep: Callable[[int, int, int], tuple[int, ...]] | None = None
+    sweep_channels: tuple[int, ...] = (3, 32)
+    sweep_sides: tuple[int, ...] = SWEEP_SIDES
+    sweep_magnitudes: tuple[float, ...] = ()
+    memory_bound: bool = False
+    copy_goal: CopyGoal | None = None
 
 
 @dataclass(frozen=True)

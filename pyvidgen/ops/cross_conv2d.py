@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from pyvidgen.ops._define import define
-from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant
+from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant, square_sweep
 from pyvidgen.tolerance import largest_finite
 
 
@@ -83,6 +83,8 @@ CROSS_CONV2D = define(
                 Target("cpp", "eager", 4.0, shape="32x32x64x64x9x9"),
                 Target("cpp", "compiled", 1.0, shape="32x32x64x64x9x9"),
             ),
+            # The first shape's 5x5 motion kernels, on 3-channel images and 32-channel feature maps.
+            sweep=square_sweep(5, 5),
         ),
     )
 )

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from pyvidgen.ops._define import define
-from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant
+from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant, square_sweep
 from pyvidgen.tolerance import largest_finite
 
 # Per-sample extremes drawn at magnitudes above 1, each what a diverging DRAW run feeds one glimpse.
@@ -156,6 +156,13 @@ DRAW_READ = define(
                 Target("cpp", "eager", 2.0, shape="64x1x28x28x5"),
                 Target("cpp", "compiled", 1.0, shape="64x1x28x28x5"),
             ),
+            # N stays at the first shape's 12: the glimpse size sets the cost per image pixel (each meets N filters
+            # per axis), so the ladder shows what the image size alone changes, the per-sample filterbank set-up spread
+            # over more pixels. Colour images only (DRAW attends over images, not feature maps), up to 256²: DRAW
+            # works on 28² to 64² images, and at 512² two images would leave 6 (batch, channel) work items.
+            sweep=square_sweep(12),
+            sweep_channels=(3,),
+            sweep_sides=(32, 64, 128, 256),
         ),
     )
 )

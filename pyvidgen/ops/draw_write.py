@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from pyvidgen.ops._define import define
-from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant
+from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant, square_sweep
 from pyvidgen.ops.draw_read import attention_error_growth, sample_attention
 from pyvidgen.tolerance import largest_finite
 
@@ -94,6 +94,13 @@ DRAW_WRITE = define(
                 Target("cpp", "eager", 2.0, shape="64x1x28x28x5"),
                 Target("cpp", "compiled", 1.0, shape="64x1x28x28x5"),
             ),
+            # N stays at the first shape's 12: the glimpse size sets the cost per image pixel (each meets N filters
+            # per axis), so the ladder shows what the image size alone changes, the per-sample filterbank set-up spread
+            # over more pixels. Colour images only (DRAW attends over images, not feature maps), up to 256²: DRAW
+            # works on 28² to 64² images, and at 512² two images would leave 6 (batch, channel) work items.
+            sweep=square_sweep(12),
+            sweep_channels=(3,),
+            sweep_sides=(32, 64, 128, 256),
         ),
     )
 )

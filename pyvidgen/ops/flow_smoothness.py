@@ -15,7 +15,7 @@ from torch import Tensor
 
 from pyvidgen.ops._define import define
 from pyvidgen.ops._layout import check_same
-from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant
+from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant, square_sweep
 
 
 def _sample(dims: tuple[int, ...], generator: torch.Generator, magnitude: float) -> tuple[Tensor]:
@@ -63,6 +63,10 @@ FLOW_SMOOTHNESS = define(
             shapes=(Shape((16, 2, 64, 64), quick=True, target=True), Shape((4, 2, 256, 256))),
             shape_doc="flow (B, 2, H, W)",
             targets=(Target("cpp", "compiled", 1.0),),
+            # A flow has two channels: only the side varies.
+            sweep=square_sweep(),
+            sweep_channels=(2,),
+            memory_bound=True,
         ),
     )
 )

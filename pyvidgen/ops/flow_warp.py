@@ -14,7 +14,7 @@ from torch import Tensor
 
 from pyvidgen.kernels.reference import flow_warp as reference
 from pyvidgen.ops._define import define
-from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant
+from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant, square_sweep
 from pyvidgen.tolerance import largest_finite
 
 PADDING_MODES = reference.PADDING_MODES
@@ -91,6 +91,12 @@ FLOW_WARP = define(
             baselines={"grid_sample": reference.flow_warp_grid_sample},
             # The CPU kernel's goals, stated against the F.grid_sample formulation.
             targets=(Target("cpp", "grid_sample", 3.0), Target("cpp", "grid_sample_compiled", 1.0)),
+            sweep=square_sweep(),
+            # The flow's reach in pixels: 0 (every tap on a pixel centre), 2 (neighbouring frames), 8 and 32 (fast
+            # motion: the taps of a row spread over rows far apart, which the caches no longer hold together).
+            sweep_magnitudes=(0.0, 2.0, 8.0, 32.0),
+            # Four taps per output, all but the compulsory traffic absorbed by the caches.
+            memory_bound=True,
         ),
     )
 )

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from pyvidgen.kernels.reference import masked_conv2d as reference
 from pyvidgen.ops._define import define
-from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant
+from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant, sweep_batch
 from pyvidgen.tolerance import largest_finite
 
 MASK_TYPES = reference.MASK_TYPES
@@ -56,6 +56,11 @@ def _error_growth(output: str, args: tuple[Any, ...]) -> Mapping[str, float]:
         return {"terms": cout * visible_taps}
     # Weight and bias gradients sum over every output pixel.
     return {"terms": batch * height * width, "scale": largest_finite(x) if output == "grad_weight" else 1.0}
+
+
+def _sweep_dims(side: int, channels: int, elements: int) -> tuple[int, ...]:
+    """A ``channels`` -> ``channels`` layer with 3x3 taps at ``side``² (see the sweep in the declaration)."""
+    return (sweep_batch(elements, channels, side), channels, side, side, channels, 3)
 
 
 MASKED_CONV2D = define(
@@ -110,6 +115,13 @@ MASKED_CONV2D = define(
                 Target("cpp", "masked_weight_compiled", 1.0, shape="16x64x32x32x64x7/A"),
                 Target("cpp", "masked_weight", 1.3, shape="16x64x32x32x64x3/B"),
             ),
+            # A 32 -> 32 channel layer with 3x3 taps, a PixelCNN body layer: its channel count is the model's width,
+            # not the data's, so it is fixed. Sides up to 256 only: one 32-channel 512² image is already 4x the
+            # element budget (B = 1), so that point alone (~14 GFLOP forward+backward) would cost as much as the
+            # rest of the ladder together; PixelCNN-style decoders generate frames of 32² to 256².
+            sweep=_sweep_dims,
+            sweep_channels=(32,),
+            sweep_sides=(32, 64, 128, 256),
         ),
     )
 )

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from pyvidgen.ops._define import define
-from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant
+from pyvidgen.ops._spec import Bench, CopyGoal, OpSpec, Samples, Shape, Target, Variant, square_sweep
 from pyvidgen.tolerance import largest_finite
 
 
@@ -52,9 +52,19 @@ MULTIPLICATIVE_UNIT = define(
             property_ranges=((1, 3), (1, 64), (1, 24), (16, 40)),
         ),
         bench=Bench(
-            shapes=(Shape((16, 128, 32, 32), quick=True, target=True), Shape((4, 256, 16, 16))),
+            shapes=(
+                Shape((16, 128, 32, 32), quick=True, target=True),
+                Shape((4, 256, 16, 16)),
+                # The target shape at 4x the elements (64² frames), well beyond the last-level cache: where the
+                # copy-bandwidth goal is judged on memory traffic.
+                Shape((16, 128, 64, 64)),
+            ),
             shape_doc="h (B, C, H, W); pre (B, 4C, H, W)",
             targets=(Target("cpp", "eager", 3.0), Target("cpp", "compiled", 1.0)),
+            sweep=square_sweep(),
+            # Elementwise: 6 floats per (b, c, pixel) forward, 17 forward+backward.
+            memory_bound=True,
+            copy_goal=CopyGoal(0.75, shapes=("16x128x32x32", "16x128x64x64")),
         ),
     )
 )
