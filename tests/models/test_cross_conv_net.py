@@ -224,16 +224,20 @@ def test_training_step_benchmark_compares_both_backends():
 @pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
 def test_inductor_training_step_matches_eager(dynamic, rng):
     """Inductor, as users compile training steps: the loss and every gradient as in eager; with dynamic shapes
-    two frame sizes run through one graph (the README's layout workaround, in the helper)."""
-    net = _net()
+    two frame sizes run through one graph (the README's layout workaround, in the helper).
+
+    In float64: at a batch of two the network's BatchNorms amplify float32 rounding, so eager float32 gradients
+    themselves sit up to ~0.5% (in norm) from float64 ones for some draws, which no elementwise tolerance that
+    still catches a wrong gradient would accept."""
+    net = _net().double()
     sizes = (16, 24) if dynamic else (16,)
-    batches = [torch.rand(2, 2, 3, size, size, generator=rng) for size in sizes]
-    noise = torch.randn(2, *net.latent_shape, generator=rng)
+    batches = [torch.rand(2, 2, 3, size, size, generator=rng, dtype=torch.float64) for size in sizes]
+    noise = torch.randn(2, *net.latent_shape, generator=rng, dtype=torch.float64)
 
     def loss_of(frames):
         return net.loss(frames[:, 0], frames[:, 1], kl_weight=0.5, noise=noise).loss
 
-    assert_compiled_training_matches_eager(net, loss_of, batches, dynamic=dynamic, rtol=1e-3, atol=1e-3)
+    assert_compiled_training_matches_eager(net, loss_of, batches, dynamic=dynamic, rtol=1e-7, atol=1e-7)
 
 
 @pytest.mark.slow
