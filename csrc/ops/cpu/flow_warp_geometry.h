@@ -128,8 +128,10 @@ inline AxisTapsVec axis_taps_vec(at::vec::Vectorized<float> p, int32_t size, int
 
 // The sampling geometry of the output pixels of a band of rows of one image (the whole image when
 // the band spans it); arrays are indexed by the pixel's offset p from the band's first pixel. Tap k
-// (00, 01, 10, 11 = row, column offset) of pixel p reads pixel index[k][p] of the source image, or
-// the all-zero sink pixel H * W when it reads nothing (zeros padding outside the image, or a non-finite position).
+// (00, 01, 10, 11 = row, column offset) of pixel p reads source row y, column x at index[k][p] =
+// (y & row_mask) * W + x, or the all-zero sink pixel `sink` when it reads nothing (zeros padding
+// outside the image, or a non-finite position). row_mask is all bits when the source buffer holds the
+// whole image (index = y * W + x, sink = H * W) and ring - 1 when it holds a power-of-two ring of rows.
 // Reading a real zero, rather than multiplying by a zero weight, keeps a NaN or inf elsewhere in
 // the image out of the result, as in the reference. Indices are 32-bit: H * W < 2^31 is checked.
 template <typename T>
@@ -145,7 +147,9 @@ struct ImageGeometry {
   // flow_u, flow_v: the image's two flow planes (H*W each); rows [row_begin, row_end) are computed
   // (the arrays must hold (row_end - row_begin) * width pixels).
   void compute(const T* flow_u, const T* flow_v, int64_t height, int64_t width, int64_t mode, bool normalized,
-               int64_t row_begin, int64_t row_end) {
+               int64_t row_begin, int64_t row_end, int32_t row_mask, int32_t sink) {
+    row_mask_ = row_mask;
+    sink_ = sink;
     const T scale_x = static_cast<T>((width - 1) / 2.0);
     const T scale_y = static_cast<T>((height - 1) / 2.0);
     base_ = row_begin * width;
@@ -160,10 +164,12 @@ struct ImageGeometry {
 
  private:
   int64_t base_ = 0;  // image pixel index of the band's first pixel
+  int32_t row_mask_ = -1;
+  int32_t sink_ = 0;
 
   void compute_pixel(const T* flow_u, const T* flow_v, int64_t i, int64_t j, int64_t height, int64_t width,
                      int64_t mode, bool normalized, T scale_x, T scale_y) {
-    const int64_t p = i * width + j, sink = height * width, q = p - base_;
+    const int64_t p = i * width + j, sink = sink_, q = p - base_;
     T u = flow_u[p];
     T v = flow_v[p];
     if (normalized) {
@@ -176,10 +182,11 @@ struct ImageGeometry {
     if (!ok) px = py = T(0);
     const AxisTaps<T> ax = axis_taps(px, width, mode);
     const AxisTaps<T> ay = axis_taps(py, height, mode);
-    index[0][q] = static_cast<int32_t>(ok && ay.v0 && ax.v0 ? ay.i0 * width + ax.i0 : sink);
-    index[1][q] = static_cast<int32_t>(ok && ay.v0 && ax.v1 ? ay.i0 * width + ax.i1 : sink);
-    index[2][q] = static_cast<int32_t>(ok && ay.v1 && ax.v0 ? ay.i1 * width + ax.i0 : sink);
-    index[3][q] = static_cast<int32_t>(ok && ay.v1 && ax.v1 ? ay.i1 * width + ax.i1 : sink);
+    const int64_t row0 = (ay.i0 & row_mask_) * width, row1 = (ay.i1 & row_mask_) * width;
+    index[0][q] = static_cast<int32_t>(ok && ay.v0 && ax.v0 ? row0 + ax.i0 : sink);
+    index[1][q] = static_cast<int32_t>(ok && ay.v0 && ax.v1 ? row0 + ax.i1 : sink);
+    index[2][q] = static_cast<int32_t>(ok && ay.v1 && ax.v0 ? row1 + ax.i0 : sink);
+    index[3][q] = static_cast<int32_t>(ok && ay.v1 && ax.v1 ? row1 + ax.i1 : sink);
     wx1[q] = ax.w1;
     wy1[q] = ay.w1;
     finite[q] = ok ? -1 : 0;
@@ -192,7 +199,7 @@ struct ImageGeometry {
     using IVec = at::vec::Vectorized<int32_t>;
     constexpr int64_t lanes = FVec::size();
     const FVec zero(0.0f), row(static_cast<float>(i)), lane = FVec::arange(0.0f, 1.0f);
-    const IVec sink(static_cast<int32_t>(height * width)), vwidth(static_cast<int32_t>(width));
+    const IVec sink(sink_), vwidth(static_cast<int32_t>(width)), mask(row_mask_);
     int64_t j = 0;
     for (; j + lanes <= width; j += lanes) {
       const int64_t p = i * width + j, q = p - base_;
@@ -211,7 +218,7 @@ struct ImageGeometry {
       py = FVec::blendv(zero, py, ok_f);
       const AxisTapsVec ax = axis_taps_vec(px, static_cast<int32_t>(width), mode);
       const AxisTapsVec ay = axis_taps_vec(py, static_cast<int32_t>(height), mode);
-      const IVec row0 = ay.i0 * vwidth, row1 = ay.i1 * vwidth;
+      const IVec row0 = (ay.i0 & mask) * vwidth, row1 = (ay.i1 & mask) * vwidth;
       IVec::blendv(sink, row0 + ax.i0, ok & ay.v0 & ax.v0).store(index[0].data() + q);
       IVec::blendv(sink, row0 + ax.i1, ok & ay.v0 & ax.v1).store(index[1].data() + q);
       IVec::blendv(sink, row1 + ax.i0, ok & ay.v1 & ax.v0).store(index[2].data() + q);

@@ -1,16 +1,19 @@
 // CPU kernels of flow_warp. Specification: kernels/reference/flow_warp.py (same formulas, same order
 // of floating-point operations where it matters, so results agree to rounding).
 //
-// Work items are (batch, channel chunk). Each item copies its source planes to a pixel-major buffer,
-// then walks the output in bands of rows: for each band it computes the band's sampling geometry
-// (positions, tap indices, weights; independent of the channel) and then samples (forward) or
-// scatters (backward) all the item's channels of the band, so the geometry and the band's output or
-// upstream gradient stay in cache whatever the image size (the pixel-major source, gathered from
-// anywhere a flow points, stays whole). The backward item owns its grad_x planes (no atomics),
-// scatters into them in pixel order band after band, and sums the flow gradient over
-// its channels; with several chunks per image, their partial flow gradients are added in chunk
-// order afterwards. Chunking depends on shapes only, never on the thread count, so the result is
-// bitwise reproducible.
+// Work items are (batch, channel chunk). Each item walks the output in bands of rows: for each band
+// it computes the band's sampling geometry (positions, tap indices, weights; independent of the
+// channel) and then samples (forward) or scatters (backward) all the item's channels of the band, so
+// the geometry and the band's output or upstream gradient stay in cache whatever the image size.
+// The source (and in the backward the gradient to it) is held pixel-major, so that a tap of all
+// channels is one contiguous run. When the image's vertical flow is bounded by a few rows, only a
+// window of source rows around the band is held, in a power-of-two ring of rows filled (and, for
+// grad_x, zeroed and written out) as the bands move down; otherwise the whole image is held. The
+// backward item owns its grad_x planes (no atomics), scatters into them in pixel order band after
+// band, and sums the flow gradient over its channels; with several chunks per image, their partial
+// flow gradients are added in chunk order afterwards. Chunking depends on shapes only, never on the
+// thread count, and the ring changes where a value is kept, not the order it is summed in, so the
+// result is bitwise reproducible.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/vec.h>
@@ -102,6 +105,63 @@ int64_t band_rows(int64_t height, int64_t width) {
   return std::max<int64_t>(1, std::min<int64_t>(height, kBandPixels / std::max<int64_t>(width, 1)));
 }
 
+// Largest |vertical flow| in rows over the image's finite flows (non-finite ones read nothing), rounded
+// up; `limit` when it reaches that far (or the flow is huge), which callers treat as "the whole image".
+template <typename T>
+int64_t vertical_reach(const T* flow_v, int64_t pixels, bool normalized, T scale_y, int64_t limit) {
+  using Vec = at::vec::Vectorized<T>;
+  const Vec zero(T(0));
+  Vec largest(T(0));
+  int64_t p = 0;
+  for (; p + Vec::size() <= pixels; p += Vec::size()) {
+    Vec v = Vec::loadu(flow_v + p);
+    if (normalized) v = v * Vec(scale_y);  // a bound: rounding is covered by the window's margin
+    // v - v is 0 for finite v and NaN otherwise: non-finite lanes count as 0.
+    largest = at::vec::maximum(largest, Vec::blendv(zero, v.abs(), (v - v) == zero));
+  }
+  T lanes[Vec::size()];
+  largest.store(lanes);
+  T result = T(0);
+  for (int64_t l = 0; l < Vec::size(); ++l) result = std::max(result, lanes[l]);
+  for (; p < pixels; ++p) {
+    const T v = normalized ? flow_v[p] * scale_y : flow_v[p];
+    if (std::isfinite(v)) result = std::max(result, std::abs(v));
+  }
+  return result < static_cast<T>(limit) ? std::min<int64_t>(static_cast<int64_t>(std::ceil(result)), limit) : limit;
+}
+
+// Where the rows of a pixel-major source (or gradient) buffer go: row y in slot y & mask of `slots`.
+// A band [r0, r1) of output rows whose vertical flows are at most `reach` rows reads rows
+// [r0 - reach - 2, r1 + reach + 2) (one row for the bilinear tap below, one for rounding of i + v; the
+// reflected or clamped position of a tap outside the image is no farther from its row). When a
+// power-of-two ring holding that window is smaller than the image it is used; else the whole image.
+struct RowRing {
+  int64_t slots;
+  int32_t mask;
+  int64_t reach;  // rows the window reaches beyond a band; the height for the whole image
+
+  RowRing(int64_t height, int64_t band_rows, int64_t flow_reach) : slots(height), mask(-1), reach(height) {
+    const int64_t window = band_rows + 2 * (flow_reach + 2);
+    int64_t ring = 1;
+    while (ring < window) ring *= 2;
+    if (ring < height) {
+      slots = ring;
+      mask = static_cast<int32_t>(ring - 1);
+      reach = flow_reach + 2;
+    }
+  }
+  int64_t slot(int64_t row) const { return row & mask; }
+  // Calls f(first_row, rows) for the runs of [row_begin, row_end) that lie in consecutive slots.
+  template <typename F>
+  void runs(int64_t row_begin, int64_t row_end, F&& f) const {
+    for (int64_t y = row_begin; y < row_end;) {
+      const int64_t n = std::min(row_end - y, slots - slot(y));
+      f(y, n);
+      y += n;
+    }
+  }
+};
+
 template <typename T>
 int64_t padded_stride(int64_t count) {
   const int64_t lanes = at::vec::Vectorized<T>::size();
@@ -121,19 +181,32 @@ void forward_impl(const at::Tensor& x, const at::Tensor& flow, at::Tensor& out, 
   T* out_data = out.mutable_data_ptr<T>();
   const T nan = std::numeric_limits<T>::quiet_NaN();
   const int64_t rows = band_rows(height, width);
+  const T scale_y = static_cast<T>((height - 1) / 2.0);
 
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
     ImageGeometry<T> geo(rows * width);
-    std::vector<T> source((pixels + 1) * stride, T(0));  // pixel-major x, + the zero sink pixel
-    std::vector<T> result(rows * width * stride);         // pixel-major output of one band
+    std::vector<T> source;                        // pixel-major rows of x, + the zero sink pixel
+    std::vector<T> result(rows * width * stride);  // pixel-major output of one band
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks, c0 = (item % chunks) * chunk;
       const int64_t count = std::min(chunk, channels - c0);
-      to_pixel_major(x_data + (b * channels + c0) * pixels, count, pixels, pixels, source.data(), stride);
+      const T* flow_u = flow_data + b * 2 * pixels;
+      const T* flow_v = flow_u + pixels;
+      const RowRing ring(height, rows, vertical_reach(flow_v, pixels, normalized, scale_y, height));
+      const int64_t sink = ring.slots * width;
+      source.resize(std::max<size_t>(source.size(), (sink + 1) * stride));
+      std::fill(source.begin() + sink * stride, source.begin() + (sink + 1) * stride, T(0));
+      const T* x_item = x_data + (b * channels + c0) * pixels;
+      int64_t ready = 0;  // rows [0, ready) have been copied into the ring
       for (int64_t r0 = 0; r0 < height; r0 += rows) {
         const int64_t r1 = std::min(height, r0 + rows), band = (r1 - r0) * width, base = r0 * width;
-        geo.compute(flow_data + b * 2 * pixels, flow_data + (b * 2 + 1) * pixels, height, width, mode, normalized, r0,
-                    r1);
+        const int64_t need = std::min(height, r1 + ring.reach);
+        ring.runs(std::max(ready, r0 - ring.reach), need, [&](int64_t y, int64_t n) {
+          to_pixel_major(x_item + y * width, count, n * width, pixels, source.data() + ring.slot(y) * width * stride,
+                         stride);
+        });
+        ready = std::max(ready, need);
+        geo.compute(flow_u, flow_v, height, width, mode, normalized, r0, r1, ring.mask, static_cast<int32_t>(sink));
         for (int64_t p = 0; p < band; ++p) {
           T* dst = result.data() + p * stride;
           if (!geo.finite[p]) {
@@ -152,8 +225,8 @@ void forward_impl(const at::Tensor& x, const at::Tensor& flow, at::Tensor& out, 
                               w11 * Vec::loadu(t11 + c);
             value.store(dst + c);
           }
-      }
-      to_channel_major(result.data(), stride, count, band, pixels, out_data + (b * channels + c0) * pixels + base);
+        }
+        to_channel_major(result.data(), stride, count, band, pixels, out_data + (b * channels + c0) * pixels + base);
       }
     }
   });
@@ -199,23 +272,56 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
 
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
     ImageGeometry<T> geo(rows * width);
-    std::vector<T> source(gflow_data ? (pixels + 1) * stride : 0, T(0));  // x, pixel-major, + zero sink
-    std::vector<T> upstream(rows * width * stride, T(0));                 // grad_out of one band, pixel-major
-    std::vector<T> accum(gx_data ? (pixels + 1) * stride : 0);            // grad_x, pixel-major, + sink
+    std::vector<T> source;                                 // rows of x, pixel-major, + zero sink
+    std::vector<T> upstream(rows * width * stride, T(0));  // grad_out of one band, pixel-major
+    std::vector<T> accum;                                  // rows of grad_x, pixel-major, + sink
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks, chunk_index = item % chunks;
       const int64_t c0 = chunk_index * chunk, count = std::min(chunk, channels - c0);
+      const T* flow_u = flow_data + b * 2 * pixels;
+      const T* flow_v = flow_u + pixels;
+      const RowRing ring(height, rows, vertical_reach(flow_v, pixels, normalized, scale_y, height));
+      const int64_t sink = ring.slots * width;
+      const size_t buffer = (sink + 1) * stride;
       if (gflow_data) {
-        to_pixel_major(x_data + (b * channels + c0) * pixels, count, pixels, pixels, source.data(), stride);
+        source.resize(std::max(source.size(), buffer));
+        std::fill(source.begin() + sink * stride, source.begin() + (sink + 1) * stride, T(0));
       }
-      if (gx_data) std::fill(accum.begin(), accum.end(), T(0));
+      if (gx_data) accum.resize(std::max(accum.size(), buffer));
+      const T* x_item = x_data + (b * channels + c0) * pixels;
+      T* gx_item = gx_data ? gx_data + (b * channels + c0) * pixels : nullptr;
+      // Rows [0, ready) of x are in the source ring; rows [flushed, zeroed) of grad_x are in the
+      // accumulation ring, rows before `flushed` are final and written out.
+      int64_t ready = 0, zeroed = 0, flushed = 0;
+      const auto flush = [&](int64_t row_end) {
+        ring.runs(flushed, row_end, [&](int64_t y, int64_t n) {
+          to_channel_major(accum.data() + ring.slot(y) * width * stride, stride, count, n * width, pixels,
+                           gx_item + y * width);
+        });
+        flushed = std::max(flushed, row_end);
+      };
       T* du_image = gflow_data ? gflow_data + (b * chunks + chunk_index) * 2 * pixels : nullptr;
-      // Bands in row order and pixels in order within each: every accum element receives its
+      // Bands in row order and pixels in order within each: every grad_x element receives its
       // contributions in pixel order, as in one pass over the image.
       for (int64_t r0 = 0; r0 < height; r0 += rows) {
         const int64_t r1 = std::min(height, r0 + rows), band = (r1 - r0) * width, base = r0 * width;
-        geo.compute(flow_data + b * 2 * pixels, flow_data + (b * 2 + 1) * pixels, height, width, mode, normalized, r0,
-                    r1);
+        const int64_t first = std::max<int64_t>(0, r0 - ring.reach), need = std::min(height, r1 + ring.reach);
+        if (gflow_data) {
+          ring.runs(std::max(ready, first), need, [&](int64_t y, int64_t n) {
+            to_pixel_major(x_item + y * width, count, n * width, pixels, source.data() + ring.slot(y) * width * stride,
+                           stride);
+          });
+          ready = std::max(ready, need);
+        }
+        if (gx_data) {
+          flush(first);  // no later band reaches rows above this one's window
+          ring.runs(std::max(zeroed, first), need, [&](int64_t y, int64_t n) {
+            T* rows_start = accum.data() + ring.slot(y) * width * stride;
+            std::fill(rows_start, rows_start + n * width * stride, T(0));
+          });
+          zeroed = std::max(zeroed, need);
+        }
+        geo.compute(flow_u, flow_v, height, width, mode, normalized, r0, r1, ring.mask, static_cast<int32_t>(sink));
         to_pixel_major(go_data + (b * channels + c0) * pixels + base, count, band, pixels, upstream.data(), stride);
         T* du = du_image ? du_image + base : nullptr;
         for (int64_t p = 0; p < band; ++p) {
@@ -250,11 +356,9 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
             du[p] = geo.finite[p] ? horizontal_sum(acc_x) * scale_x : T(0);
             du[pixels + p] = geo.finite[p] ? horizontal_sum(acc_y) * scale_y : T(0);
           }
+        }
       }
-      }
-      if (gx_data) {
-        to_channel_major(accum.data(), stride, count, pixels, pixels, gx_data + (b * channels + c0) * pixels);
-      }
+      if (gx_data) flush(height);
     }
   });
 
