@@ -73,8 +73,20 @@ void copy_tiles(const T* src, T* dst, int64_t count, int64_t pixels, int64_t pla
 template <typename T>
 void to_pixel_major(const T* src, int64_t count, int64_t pixels, int64_t plane_size, T* dst, int64_t stride) {
   using Vec = at::vec::Vectorized<T>;
-  if (count < 8) {  // a few channels (an RGB image): a plain loop beats partial-tile transposes
-    for (int64_t p = 0; p < pixels; ++p) {
+  if (count < 8) {  // a few channels (an RGB image), one vector per pixel
+    int64_t p = 0;
+    if constexpr (std::is_same_v<T, float>) {
+      if (stride == 8 && Vec::size() == 8) {
+        // Eight pixels at a time: the channels' runs and zero rows make a full 8x8 tile, whose transpose
+        // writes the eight pixels' vectors, padding lanes included.
+        alignas(32) float tile[8][8] = {};
+        for (; p + 8 <= pixels; p += 8) {
+          for (int64_t c = 0; c < count; ++c) Vec::loadu(src + c * plane_size + p).store(tile[c]);
+          at::vec::transpose_mxn<float, 8, 8>(&tile[0][0], 8, dst + p * stride, stride);
+        }
+      }
+    }
+    for (; p < pixels; ++p) {
       for (int64_t c = 0; c < stride; c += Vec::size()) Vec(T(0)).store(dst + p * stride + c);
       for (int64_t c = 0; c < count; ++c) dst[p * stride + c] = src[c * plane_size + p];
     }
@@ -90,8 +102,20 @@ void to_pixel_major(const T* src, int64_t count, int64_t pixels, int64_t plane_s
 template <typename T>
 void to_channel_major(const T* src, int64_t stride, int64_t count, int64_t pixels, int64_t plane_size, T* dst) {
   if (count < 8) {
+    int64_t p = 0;
+    if constexpr (std::is_same_v<T, float>) {
+      using Vec = at::vec::Vectorized<float>;
+      if (stride == 8 && Vec::size() == 8) {
+        // Eight pixels' vectors transposed at once; the first `count` rows of the tile are the channels' runs.
+        alignas(32) float tile[8][8];
+        for (; p + 8 <= pixels; p += 8) {
+          at::vec::transpose_mxn<float, 8, 8>(src + p * stride, stride, &tile[0][0], 8);
+          for (int64_t c = 0; c < count; ++c) Vec::loadu(tile[c]).store(dst + c * plane_size + p);
+        }
+      }
+    }
     for (int64_t c = 0; c < count; ++c) {
-      for (int64_t p = 0; p < pixels; ++p) dst[c * plane_size + p] = src[p * stride + c];
+      for (int64_t q = p; q < pixels; ++q) dst[c * plane_size + q] = src[q * stride + c];
     }
     return;
   }
@@ -232,13 +256,28 @@ void forward_impl(const at::Tensor& x, const at::Tensor& flow, at::Tensor& out, 
   });
 }
 
+// The lane sums of two vectors, in a fixed order (a pairwise tree): the flow gradient's x and y parts.
 template <typename T>
-inline T horizontal_sum(const at::vec::Vectorized<T>& v) {
-  T lanes[at::vec::Vectorized<T>::size()];
-  v.store(lanes);
-  T total = T(0);
-  for (int64_t l = 0; l < at::vec::Vectorized<T>::size(); ++l) total += lanes[l];
-  return total;
+inline void horizontal_sums(const at::vec::Vectorized<T>& a, const at::vec::Vectorized<T>& b, T& sum_a, T& sum_b) {
+#if defined(CPU_CAPABILITY_AVX2)
+  if constexpr (std::is_same_v<T, float>) {
+    // [a01, a23, b01, b23, a45, a67, b45, b67] -> [a0123, b0123, ., ., a4567, b4567, ., .] -> halves added.
+    __m256 pairs = _mm256_hadd_ps(a, b);
+    pairs = _mm256_hadd_ps(pairs, pairs);
+    const __m128 total = _mm_add_ps(_mm256_castps256_ps128(pairs), _mm256_extractf128_ps(pairs, 1));
+    sum_a = _mm_cvtss_f32(total);
+    sum_b = _mm_cvtss_f32(_mm_shuffle_ps(total, total, 1));
+    return;
+  }
+#endif
+  T lanes_a[at::vec::Vectorized<T>::size()], lanes_b[at::vec::Vectorized<T>::size()];
+  a.store(lanes_a);
+  b.store(lanes_b);
+  sum_a = sum_b = T(0);
+  for (int64_t l = 0; l < at::vec::Vectorized<T>::size(); ++l) {
+    sum_a += lanes_a[l];
+    sum_b += lanes_b[l];
+  }
 }
 
 template <typename T>
@@ -353,8 +392,10 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
               acc_x = acc_x + gv * (vwy0 * (v01 - v00) + vwy1 * (v11 - v10));
               acc_y = acc_y + gv * (vwx0 * (v10 - v00) + vwx1 * (v11 - v01));
             }
-            du[p] = geo.finite[p] ? horizontal_sum(acc_x) * scale_x : T(0);
-            du[pixels + p] = geo.finite[p] ? horizontal_sum(acc_y) * scale_y : T(0);
+            T sum_x, sum_y;
+            horizontal_sums(acc_x, acc_y, sum_x, sum_y);
+            du[p] = geo.finite[p] ? sum_x * scale_x : T(0);
+            du[pixels + p] = geo.finite[p] ? sum_y * scale_y : T(0);
           }
         }
       }
