@@ -5,13 +5,16 @@ and gradients on both backends, times full steps (forward, backward, optimiser) 
 one step to report the share of time spent in the fused ops (``pyvidgen::*``) and in convolutions.
 :func:`time_st_ae_step` and :func:`time_vpn_step` apply it to the two video models, :func:`time_draw_step` to
 DRAW (whose fused ops are the attention's read and write), :func:`time_cross_conv_step` to Visual Dynamics' cross
-convolutional network (whose fused op is the cross convolution).
+convolutional network (whose fused op is the cross convolution). Each model's training problem (the model, its
+loss on a fixed batch, its sizes) comes from a builder in :data:`PROBLEMS`, which :mod:`pyvidgen.bench.models`
+uses as well.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -21,6 +24,27 @@ from pyvidgen.bench.layers import _interleaved
 from pyvidgen.models.st_autoencoder import PRESETS, SpatioTemporalAutoencoder
 
 BACKENDS = ("reference", "auto")
+#: Profiler events counted as convolution time (self time; forward and backward, mkldnn or the slow path).
+CONVOLUTION_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward")
+
+
+@dataclass(frozen=True)
+class TrainingProblem:
+    """One model's training step: ``loss_fn(model)`` is the loss of ``model`` (a copy of ``base``) on a fixed batch.
+
+    Attributes:
+        model: the rows' ``model`` name.
+        base: the model; every provider trains its own copy of it.
+        loss_fn: ``model -> 0-dim loss``.
+        problem: sizes reported with the rows (preset, batch, seq_len, size).
+        lr: the RMSprop learning rate.
+    """
+
+    model: str
+    base: torch.nn.Module
+    loss_fn: Callable[[torch.nn.Module], torch.Tensor]
+    problem: dict[str, Any]
+    lr: float
 
 
 def _profile_shares(step) -> dict[str, float]:  # noqa: ANN001
@@ -39,7 +63,7 @@ def _profile_shares(step) -> dict[str, float]:  # noqa: ANN001
         backward = event.key.startswith("GeneratedBackwardFor_pyvidgen_") and event.key.endswith("Backward")
         if event.key.startswith("pyvidgen::") or backward:
             fused += event.cpu_time_total
-        elif event.key in ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward"):
+        elif event.key in CONVOLUTION_OPS:
             conv += event.self_cpu_time_total
     return {"fused_op_share": fused / max(total, 1e-9), "convolution_share": conv / max(total, 1e-9)}
 
@@ -125,19 +149,16 @@ def time_training_step(
     return rows
 
 
-def time_st_ae_step(
+def st_ae_problem(
     preset: str = "small",
     batch: int = 16,
     seq_len: int = 10,
     size: int = 64,
     *,
-    seconds: float = 6.0,
-    min_runs: int = 4,
-    rounds: int = 3,
     seed: int = 0,
     device: torch.device | str = "cpu",
-) -> list[dict[str, Any]]:
-    """:func:`time_training_step` of the spatio-temporal autoencoder (next-frame MSE)."""
+) -> TrainingProblem:
+    """The spatio-temporal autoencoder (next-frame MSE) on uniform noise frames (batch, seq_len, 1, size, size)."""
     device = torch.device(device)
     torch.manual_seed(seed)
     base = SpatioTemporalAutoencoder(PRESETS[preset]).to(device)
@@ -150,24 +171,19 @@ def time_st_ae_step(
         return torch.nn.functional.mse_loss(model(frames[:, :-1]), frames[:, 1:])
 
     problem = {"preset": preset, "batch": batch, "seq_len": seq_len, "size": size}
-    return time_training_step(
-        "st-ae", base, loss_fn, problem, seconds=seconds, min_runs=min_runs, rounds=rounds, device=device
-    )
+    return TrainingProblem("st-ae", base, loss_fn, problem, 1e-4)
 
 
-def time_vpn_step(
+def vpn_problem(
     preset: str = "small",
     batch: int = 16,
     seq_len: int = 10,
     size: int = 32,
     *,
-    seconds: float = 6.0,
-    min_runs: int = 4,
-    rounds: int = 3,
     seed: int = 0,
     device: torch.device | str = "cpu",
-) -> list[dict[str, Any]]:
-    """:func:`time_training_step` of the Video Pixel Network (NLL per sub-pixel) on bouncing digits."""
+) -> TrainingProblem:
+    """The Video Pixel Network (NLL per sub-pixel) on bouncing digits (batch, seq_len, C, size, size)."""
     from pyvidgen.data import MovingDigits
     from pyvidgen.models.video_pixel_network import build_vpn
 
@@ -182,27 +198,16 @@ def time_vpn_step(
         return model.nll(frames).mean() / frames[0, 0].numel()
 
     problem = {"preset": preset, "batch": batch, "seq_len": seq_len, "size": size}
-    return time_training_step(
-        "vpn", base, loss_fn, problem, lr=3e-4, seconds=seconds, min_runs=min_runs, rounds=rounds, device=device
-    )
+    return TrainingProblem("vpn", base, loss_fn, problem, 3e-4)
 
 
-def time_draw_step(
-    preset: str = "small",
-    batch: int = 64,
-    *,
-    seconds: float = 6.0,
-    min_runs: int = 4,
-    rounds: int = 3,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    **overrides: Any,
-) -> list[dict[str, Any]]:
-    """:func:`time_training_step` of DRAW (mean negative ELBO per image) on binarised digits.
+def draw_problem(
+    preset: str = "small", batch: int = 64, *, seed: int = 0, device: torch.device | str = "cpu", **overrides: Any
+) -> TrainingProblem:
+    """DRAW (mean negative ELBO per image) on binarised digits; ``overrides`` change :class:`DRAWConfig` fields.
 
-    The reparameterisation noise is drawn from a generator reseeded at every step, so both backends (and
-    every timed step) see the same z_t. ``overrides`` change the preset's :class:`DRAWConfig` fields; the rows'
-    ``seq_len`` is the number of glimpses T and ``size`` the image side.
+    The reparameterisation noise is drawn from a generator reseeded at every call, so every copy (and every timed
+    step) sees the same z_t. The rows' ``seq_len`` is the number of glimpses T and ``size`` the image side.
     """
     from pyvidgen.data import BinarizedDigits
     from pyvidgen.models.draw import build_draw
@@ -217,28 +222,22 @@ def time_draw_step(
         return model.negative_elbo(images, generator.manual_seed(seed)).mean()
 
     problem = {"preset": preset, "batch": batch, "seq_len": base.config.glimpses, "size": base.config.height}
-    return time_training_step(
-        "draw", base, loss_fn, problem, lr=1e-3, seconds=seconds, min_runs=min_runs, rounds=rounds, device=device
-    )
+    return TrainingProblem("draw", base, loss_fn, problem, 1e-3)
 
 
-def time_cross_conv_step(
+def cross_conv_problem(
     preset: str = "small",
     batch: int = 32,
     size: int | None = None,
     *,
-    seconds: float = 6.0,
-    min_runs: int = 4,
-    rounds: int = 3,
     seed: int = 0,
     device: torch.device | str = "cpu",
     **overrides: Any,
-) -> list[dict[str, Any]]:
-    """:func:`time_training_step` of the cross convolutional network (the CVAE's loss at KL weight 1) on shapes.
+) -> TrainingProblem:
+    """The cross convolutional network (the CVAE's loss at KL weight 1) on pairs of shape frames.
 
-    The latent noise is fixed, so both backends (and every timed step) decode the same z. ``size`` defaults to the
-    preset's frame side; ``overrides`` change :class:`CrossConvConfig` fields. The rows' ``seq_len`` is 2 (a pair
-    of frames).
+    The latent noise is fixed, so every copy (and every timed step) decodes the same z. ``size`` defaults to the
+    preset's frame side; ``overrides`` change :class:`CrossConvConfig` fields. The rows' ``seq_len`` is 2.
     """
     from pyvidgen.data.shapes import Shapes
     from pyvidgen.models.cross_conv_net import build_cross_conv_net
@@ -254,6 +253,86 @@ def time_cross_conv_step(
         return model.loss(frames[:, 0], frames[:, 1], noise=noise).loss
 
     problem = {"preset": preset, "batch": batch, "seq_len": 2, "size": size}
+    return TrainingProblem("cross-conv", base, loss_fn, problem, 1e-4)
+
+
+#: model name -> builder of its :class:`TrainingProblem` (keyword arguments: sizes, ``seed``, ``device``).
+PROBLEMS: dict[str, Callable[..., TrainingProblem]] = {
+    "st-ae": st_ae_problem,
+    "vpn": vpn_problem,
+    "draw": draw_problem,
+    "cross-conv": cross_conv_problem,
+}
+
+
+def _time_problem(p: TrainingProblem, seconds: float, min_runs: int, rounds: int, device: Any) -> list[dict[str, Any]]:
     return time_training_step(
-        "cross-conv", base, loss_fn, problem, lr=1e-4, seconds=seconds, min_runs=min_runs, rounds=rounds, device=device
+        p.model, p.base, p.loss_fn, p.problem, lr=p.lr, seconds=seconds, min_runs=min_runs, rounds=rounds, device=device
     )
+
+
+def time_st_ae_step(
+    preset: str = "small",
+    batch: int = 16,
+    seq_len: int = 10,
+    size: int = 64,
+    *,
+    seconds: float = 6.0,
+    min_runs: int = 4,
+    rounds: int = 3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> list[dict[str, Any]]:
+    """:func:`time_training_step` of the spatio-temporal autoencoder (:func:`st_ae_problem`)."""
+    problem = st_ae_problem(preset, batch, seq_len, size, seed=seed, device=device)
+    return _time_problem(problem, seconds, min_runs, rounds, device)
+
+
+def time_vpn_step(
+    preset: str = "small",
+    batch: int = 16,
+    seq_len: int = 10,
+    size: int = 32,
+    *,
+    seconds: float = 6.0,
+    min_runs: int = 4,
+    rounds: int = 3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> list[dict[str, Any]]:
+    """:func:`time_training_step` of the Video Pixel Network (:func:`vpn_problem`)."""
+    problem = vpn_problem(preset, batch, seq_len, size, seed=seed, device=device)
+    return _time_problem(problem, seconds, min_runs, rounds, device)
+
+
+def time_draw_step(
+    preset: str = "small",
+    batch: int = 64,
+    *,
+    seconds: float = 6.0,
+    min_runs: int = 4,
+    rounds: int = 3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    **overrides: Any,
+) -> list[dict[str, Any]]:
+    """:func:`time_training_step` of DRAW (:func:`draw_problem`; ``overrides`` change :class:`DRAWConfig` fields)."""
+    problem = draw_problem(preset, batch, seed=seed, device=device, **overrides)
+    return _time_problem(problem, seconds, min_runs, rounds, device)
+
+
+def time_cross_conv_step(
+    preset: str = "small",
+    batch: int = 32,
+    size: int | None = None,
+    *,
+    seconds: float = 6.0,
+    min_runs: int = 4,
+    rounds: int = 3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    **overrides: Any,
+) -> list[dict[str, Any]]:
+    """:func:`time_training_step` of the cross convolutional network (:func:`cross_conv_problem`)."""
+    problem = cross_conv_problem(preset, batch, size, seed=seed, device=device, **overrides)
+    return _time_problem(problem, seconds, min_runs, rounds, device)

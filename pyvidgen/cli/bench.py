@@ -10,10 +10,17 @@ Examples::
     pyvidgen bench --sweep --quick                # every op over the side ladder (~5 min on 2 cores, estimated)
     pyvidgen bench --op flow_warp --sweep --mode fwd+bwd --provider eager --provider cpp --out /tmp/sweep
     pyvidgen bench --sweep --dry-run              # list the sweep's points, time nothing
+    pyvidgen bench --models --quick --threads 2   # each model's training step: fused vs usual, eager and compiled
 
 ``--shape B,C,H,W[,...]`` (repeatable) times the dims given, in the order of the op's shape_doc; an op whose dims
 have more entries (draw_read/draw_write: N; masked_conv2d: Cout,K; cross_conv2d: kh,kw) takes them from the text
 too, and those not given from the op's first benchmark shape. With several ops, each shape applies to each op.
+
+``--models`` times one training step of each model (ST-AE, VPN, DRAW, cross-conv; small presets) on the fused ops
+against the same model written the usual way (``F.grid_sample``, masked dense convolutions, materialised
+filterbanks, the popular ConvLSTM), each eager and under ``torch.compile`` (``--no-compile``: eager only), after
+checking that both give the same loss and gradients; it prints one line per model and provider and writes
+``OUT/models.json``.
 
 ``--sweep`` times each op over a size ladder: sides 32 to 512 (H = W), channel counts 3 and 32 where the op leaves
 them free, flow magnitudes 0, 2, 8 and 32 pixels for flow_warp, the batch filling a fixed element budget
@@ -94,6 +101,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "small ST-AE, VPN, DRAW and cross-conv network on the fused ops against the reference, and the VPN's cached "
         "and naive samplers",
     )
+    sizes.add_argument(
+        "--models",
+        action="store_true",
+        help="instead of the ops: a training step of each model on the fused ops against the same model written the "
+        "usual way (plain PyTorch), eager and torch.compile'd; writes OUT/models.json",
+    )
+    parser.add_argument("--no-compile", action="store_true", help="--models: eager providers only")
     parser.add_argument(
         "--sweep-elements",
         type=_positive,
@@ -141,8 +155,13 @@ def run_bench(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.layers:
         return _run_layers()
-    modes = ("forward", "fwd+bwd") if args.mode == "both" else (args.mode,)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.models:
+        return _run_models(args, device)
+    if args.no_compile:
+        print("pyvidgen bench: --no-compile applies to --models only", file=sys.stderr)
+        return 2
+    modes = ("forward", "fwd+bwd") if args.mode == "both" else (args.mode,)
     try:
         ops = [cases.get(name).name for name in (args.op or cases.REGISTRY)]
         shapes, providers, budget = _plan(args, ops, device)
@@ -208,4 +227,43 @@ def _run_layers() -> int:
     print(format_step_table(time_st_ae_step() + time_vpn_step() + time_draw_step() + time_cross_conv_step()))
     print()
     print(format_sampling_table(time_vpn_sampling()))
+    return 0
+
+
+def _run_models(args: argparse.Namespace, device: Any) -> int:
+    from pyvidgen.bench import report
+    from pyvidgen.bench.models import time_models
+    from pyvidgen.bench.models_report import format_models_table
+
+    ignored = [flag for flag, value in (("--op", args.op), ("--provider", args.provider)) if value]
+    ignored += ["--sweep-elements"] if args.sweep_elements is not None else []
+    ignored += ["--dry-run"] if args.dry_run else []
+    if ignored:
+        print(f"pyvidgen bench: {', '.join(ignored)} do not apply to --models", file=sys.stderr)
+        return 2
+    seconds, min_runs = (1.5, 3) if args.quick else (6.0, 4)
+    started = time.perf_counter()
+
+    def progress(line: str) -> None:
+        print(f"  {line} ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+
+    rows = time_models(
+        seconds=seconds,
+        min_runs=min_runs,
+        rounds=3,
+        compile=not args.no_compile,
+        device=device,
+        progress=None if args.no_progress else progress,
+    )
+    elapsed = time.perf_counter() - started
+    machine = report.machine_info(device)
+    print(
+        f"pyvidgen bench --models on {machine['device_name']} ({device}, {machine['cpu_threads']} CPU threads, "
+        f"torch {machine['torch']}): one training step (forward, backward, RMSprop), median ms over interleaved "
+        "runs; fused is Nx faster = this provider's median / the eager fused median; |dloss|, |dgrad| against the "
+        "usual eager model"
+    )
+    print(format_models_table(rows))
+    path = report.write_json(rows, f"{args.out}/models.json", machine)
+    print(f"\nwrote {path} in {elapsed:.0f} s")
     return 0

@@ -13,12 +13,16 @@
   are registered by ``csrc/ops/<op>.cpp``) with the same fakes, so they pass ``opcheck`` as well.
 
 The returned :class:`DeclaredOp` is the validated Python entry point of the op.
+
+:func:`substituted` lets a caller (the model benchmark's "usual" provider) run an op's calls through a plain-PyTorch
+function instead, so that autograd and torch.compile see ordinary aten ops where the op would be.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +46,36 @@ _CPP_LIB = torch.library.Library("pyvidgen_cpp", "DEF")
 _LIB = torch.library.Library("pyvidgen", "FRAGMENT")
 
 OPS: dict[str, DeclaredOp] = {}
+
+# op name -> function that :meth:`DeclaredOp.__call__` runs instead of ``pyvidgen::<op>``; set only by
+# :func:`substituted`. Empty (the normal case), it costs the call one truthiness test.
+_SUBSTITUTES: dict[str, Callable[..., Any]] = {}
+
+
+@contextlib.contextmanager
+def substituted(mapping: Mapping[str, Callable[..., Any]]) -> Iterator[None]:
+    """Within the block, calls of the named ops (through :class:`DeclaredOp`, i.e. the public functions and the
+    nn modules) run ``mapping[name](*args)`` instead of ``pyvidgen::<name>``.
+
+    ``args`` are the op's arguments in schema order after :meth:`DeclaredOp.check_arguments` (validated, cast by
+    the autocast policy); the function returns what the op would (a tensor or a tuple of tensors) and gets its
+    gradient from autograd. Blocks nest: an inner block's functions take precedence, and on exit (normal or by an
+    exception) the outer block's are back. The substitution is process-wide (not per thread), and it does not
+    reach code that calls an op's ``forward_op``/``backward_op`` directly (``flow_smoothness_grad``).
+
+    Raises:
+        ValueError: a name is not a declared op.
+    """
+    unknown = sorted(set(mapping) - set(OPS))
+    if unknown:
+        raise ValueError(f"substituted: {unknown} are not declared ops; expected some of {sorted(OPS)}")
+    saved = dict(_SUBSTITUTES)
+    _SUBSTITUTES.update(mapping)
+    try:
+        yield
+    finally:
+        _SUBSTITUTES.clear()
+        _SUBSTITUTES.update(saved)
 
 
 @dataclass(frozen=True)
@@ -154,8 +188,12 @@ class DeclaredOp:
 
     # ----------------------------------------------------------------------------------- the call
     def __call__(self, *args: Any) -> Any:
-        """Check the arguments (schema order), apply autocast, run ``pyvidgen::<op>``."""
-        return self.forward_op(*self.check_arguments(args))
+        """Check the arguments (schema order), apply autocast, run ``pyvidgen::<op>`` (or the function
+        :func:`substituted` set for this op)."""
+        args = self.check_arguments(args)
+        if _SUBSTITUTES and self.name in _SUBSTITUTES:
+            return _SUBSTITUTES[self.name](*args)
+        return self.forward_op(*args)
 
     def check_arguments(self, args: Sequence[Any]) -> tuple[Any, ...]:
         """Validate ``args`` (schema order) and return them cast by the autocast policy when autocast is on.
