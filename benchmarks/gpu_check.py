@@ -13,11 +13,17 @@ Run on a CUDA machine with the package installed (``pip install -e .``), from an
    and each op under ``torch.autocast("cuda")`` in bfloat16 and float16 with mixed-precision inputs
    (:func:`pyvidgen.testing.check_autocast`). Each check runs inside its own try/except: an exception
    is recorded, never fatal.
-2. Timings: ``triton.testing.do_bench`` medians of triton vs eager vs ``torch.compile(eager)`` (and
-   the op's other baselines, e.g. ``F.grid_sample`` for flow_warp), forward and forward+backward,
-   through :func:`pyvidgen.bench.runner.run` and its registry (the ops' benchmark sizes); then a
-   ConvLSTM layer and an ST-AE training step.
-3. A JSON report (written after each phase, so an interrupted run keeps what it measured) and a
+2. Timings: the device's copy bandwidth (``dst.copy_(src)`` of two 512 MiB buffers, read + write:
+   the HBM ceiling), then ``triton.testing.do_bench`` medians of triton vs eager vs
+   ``torch.compile(eager)`` (and the op's other baselines, e.g. ``F.grid_sample`` for flow_warp),
+   forward and forward+backward, through :func:`pyvidgen.bench.runner.run` and its registry (the
+   ops' benchmark sizes); then a ConvLSTM layer and an ST-AE training step.
+3. The size sweep: every op over its ladder (sides 32..512, 3 and 32 channels, flow magnitudes
+   0..32 px) at 2^24 values per tensor (64 MiB in float32, beyond the L2 of current GPUs, so the
+   memory-bound kernels stream from HBM), forward+backward, triton against the non-compiled
+   baselines. Each memory-bound op's rows get ``copy_fraction`` (its GB/s over the copy's); the
+   summary lists the triton rows that move at least 4x the L2 against the 85% goal.
+4. A JSON report (written after each phase, so an interrupted run keeps what it measured) and a
    printed summary.
 
 Exit status: 0 when every correctness check passed, 1 when one failed, raised or was skipped for
@@ -49,13 +55,17 @@ from pyvidgen.ops._define import DeclaredOp
 from pyvidgen.testing import check_autocast, check_backend
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-BUDGET_S = 270.0
+BUDGET_S = 360.0
 # Timing groups start only while this much of the budget is left: one group (two torch.compile
 # warm-ups, forward and backward graphs) can take a minute.
 TIMING_RESERVE_S = 60.0
 DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 AUTOCAST_DTYPES = (torch.bfloat16, torch.float16)
 _HALF = (torch.bfloat16, torch.float16)
+# Values per (B, C, H, W) tensor of a sweep point: 64 MiB in float32, beyond a GPU's L2 (50 MiB on an H100/H200).
+SWEEP_ELEMENTS = 1 << 24
+# The memory-bound kernels' goal on a GPU: this fraction of the measured copy (HBM) bandwidth.
+HBM_GOAL = 0.85
 
 
 @dataclass(frozen=True)
@@ -224,6 +234,64 @@ def run_layer_timings(device: torch.device | str) -> dict[str, list[dict[str, An
     }
 
 
+def run_sweep(
+    device: torch.device | str,
+    deadline: float | None,
+    elements: int = SWEEP_ELEMENTS,
+    sides: Sequence[int] | None = None,
+    providers: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Forward+backward rows of every op's size sweep (see :func:`pyvidgen.bench.sweep.sweep_points`).
+
+    Args:
+        elements: values per point's (B, C, H, W) tensor.
+        sides: the sides to walk instead of each op's ladder (tests use tiny ones).
+        providers: default: every non-compiled provider that runs on ``device`` but cpp.
+    """
+    from pyvidgen.bench import cases, runner, sweep
+
+    plan = {
+        name: sweep.sweep_points(entry, elements, sides)
+        for name, entry in cases.REGISTRY.items()
+        if entry.bench.sweep is not None
+    }
+    if providers is None:
+        providers = [p for p in sweep.sweep_providers(list(plan), device) if p != "cpp"]
+    return runner.run(
+        ops=list(plan),
+        quick=True,
+        modes=("fwd+bwd",),
+        device=device,
+        providers=providers,
+        shapes=plan,
+        deadline=deadline,
+    )
+
+
+def _cache_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 0))
+    from pyvidgen.bench.roofline import _llc_bytes
+
+    return _llc_bytes() or 0
+
+
+def bandwidth_lines(rows: Sequence[dict[str, Any]], device: torch.device | str, goal: float = HBM_GOAL) -> list[str]:
+    """One line per triton row of a memory-bound op that moves at least 4x the device's last-level cache:
+    its fraction of the copy bandwidth against ``goal`` (smaller rows are served partly from the cache)."""
+    floor = 4 * _cache_bytes(torch.device(device))
+    lines = []
+    for row in rows:
+        if row.get("provider") != "triton" or row.get("copy_fraction") is None or (row.get("bytes") or 0) < floor:
+            continue
+        verdict = "MET" if row["copy_fraction"] >= goal else "NOT MET"
+        lines.append(
+            f"{row['op']} {row['shape_label']} {row['mode']}: {100 * row['copy_fraction']:.0f}% of copy bandwidth "
+            f"({row['gbps']:.0f} GB/s; goal >= {100 * goal:.0f}%) {verdict}"
+        )
+    return lines
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "unknown"
 
@@ -247,9 +315,15 @@ def execute(
     timings: bool = True,
     timing_shapes: dict[str, list[tuple[int, ...]]] | None = None,
     timing_providers: Sequence[str] | None = None,
+    sweep_elements: int = SWEEP_ELEMENTS,
+    sweep_sides: Sequence[int] | None = None,
+    copy_bytes: int | None = None,
 ) -> int:
-    """Both phases on ``device`` (no CUDA check: the caller makes it); returns the exit status."""
+    """Every phase on ``device`` (no CUDA check: the caller makes it); returns the exit status.
+
+    ``sweep_elements``, ``sweep_sides`` and ``copy_bytes`` shrink the sweep and the copy (tests)."""
     from pyvidgen.bench import report as bench_report
+    from pyvidgen.bench import roofline
 
     started = time.monotonic()
     machine = bench_report.machine_info(device)
@@ -264,20 +338,35 @@ def execute(
     result["elapsed_s"] = round(time.monotonic() - started, 1)
     write_report(path, result)
 
+    copy: dict[str, Any] = {}
     if timings:
         try:
-            deadline = started + max(0.0, budget_s - TIMING_RESERVE_S)
+            copy = result["copy"] = roofline.measure_copy(device, copy_bytes)
+            deadline = started + max(0.0, 0.75 * budget_s - TIMING_RESERVE_S)
             result["timings"] = run_timings(device, deadline, timing_shapes, timing_providers)
+            roofline.annotate(result["timings"], copy)
         except Exception:  # noqa: BLE001 - timings are informative; the correctness verdict stands
             result["timings_error"] = traceback.format_exc()
         result["elapsed_s"] = round(time.monotonic() - started, 1)
         write_report(path, result)
 
-    if timings and time.monotonic() < started + budget_s - 30:
+    if timings and time.monotonic() < started + 0.75 * budget_s - 30:
         try:
             result["layers"] = run_layer_timings(device)
         except Exception:  # noqa: BLE001 - informative, like the op timings
             result["layers_error"] = traceback.format_exc()
+        result["elapsed_s"] = round(time.monotonic() - started, 1)
+        write_report(path, result)
+
+    if timings and time.monotonic() < started + budget_s - 30:
+        try:
+            sweep_providers = timing_providers if timing_providers is not None else None
+            result["sweep"] = run_sweep(device, started + budget_s - 20, sweep_elements, sweep_sides, sweep_providers)
+            if copy:
+                roofline.annotate(result["sweep"], copy)
+            result["bandwidth"] = bandwidth_lines(result.get("timings", []) + result["sweep"], device)
+        except Exception:  # noqa: BLE001 - informative, like the op timings
+            result["sweep_error"] = traceback.format_exc()
         result["elapsed_s"] = round(time.monotonic() - started, 1)
         write_report(path, result)
 
@@ -294,6 +383,10 @@ def execute(
 
         print("\n" + format_layer_table(result["layers"]["conv_lstm_layer"]))
         print("\n" + format_step_table(result["layers"]["st_ae_step"] + result["layers"]["vpn_step"]))
+    if result.get("sweep"):
+        print("\n" + bench_report.format_table([*([copy] if copy else []), *result["sweep"]]))
+    for line in result.get("bandwidth", []):
+        print(line)
     if result.get("timings_error"):
         print("\ntimings failed:\n" + result["timings_error"])
     print(f"\n{'PASS' if ok else 'FAIL'} in {result['elapsed_s']} s; report: {path}")

@@ -153,10 +153,19 @@ def test_execute_writes_the_report(gpu_check, tmp_path, monkeypatch, capsys):
         tiny=True,
         timing_shapes=TINY_TIMING_SHAPES,
         timing_providers=["eager", "grid_sample"],
+        sweep_elements=1024,
+        sweep_sides=(8,),
+        copy_bytes=1 << 20,
     )
     assert status == 0
     report = json.loads(out.read_text())
     assert report["ok"] is True and report["machine"]["torch"] == torch.__version__
+    assert report["copy"]["op"] == "copy" and report["copy"]["gbps"] > 0
+    swept = {r["op"] for r in report["sweep"] if r["status"] == "ok"}
+    assert swept >= {"flow_warp", "conv_lstm_gates", "multiplicative_unit", "flow_smoothness"}
+    assert {r["magnitude"] for r in report["sweep"] if r["op"] == "flow_warp"} == {0, 2, 8, 32}
+    memory_bound = [r for r in report["sweep"] if r["op"] == "conv_lstm_gates" and r["status"] == "ok"]
+    assert memory_bound and all(r["copy_fraction"] > 0 for r in memory_bound)
     assert {(r["op"], r["provider"]) for r in report["timings"] if r["status"] == "ok"} >= {
         ("flow_warp", "eager"),
         ("flow_warp", "grid_sample"),
@@ -168,6 +177,22 @@ def test_execute_writes_the_report(gpu_check, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(gpu_check, "CHECKS", [lambda d, t, tiny: [gpu_check.Check("bad", "x", lambda: 1 / 0)]])
     assert gpu_check.execute(DEVICE, out, timings=False) == 1
     assert json.loads(out.read_text())["correctness"][0]["status"] == "error"
+
+
+def test_bandwidth_lines_judge_large_triton_rows_against_the_goal(gpu_check, monkeypatch):
+    """Only triton rows of memory-bound ops that move at least 4x the cache get a verdict, against 85%."""
+    monkeypatch.setattr(gpu_check, "_cache_bytes", lambda device: 1000)
+    base = {"op": "conv_lstm_gates", "shape_label": "16x64x64x64", "mode": "fwd+bwd", "gbps": 3000.0}
+    rows = [
+        {**base, "provider": "triton", "bytes": 4000, "copy_fraction": 0.9},
+        {**base, "provider": "triton", "bytes": 5000, "copy_fraction": 0.5},
+        {**base, "provider": "triton", "bytes": 3999, "copy_fraction": 0.1},  # cache-sized: no verdict
+        {**base, "provider": "eager", "bytes": 9000, "copy_fraction": 0.1},
+        {**base, "provider": "triton", "bytes": 9000, "copy_fraction": None},  # not memory-bound
+    ]
+    lines = gpu_check.bandwidth_lines(rows, "cpu")
+    assert len(lines) == 2 and lines[0].endswith(" MET") and lines[1].endswith("NOT MET")
+    assert "90% of copy bandwidth" in lines[0] and "goal >= 85%" in lines[0]
 
 
 def test_report_name_has_date_and_gpu_slug(gpu_check):
