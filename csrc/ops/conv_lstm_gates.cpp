@@ -6,6 +6,7 @@
 #include <array>
 
 #include "ops/checks.h"
+#include "ops/outputs.h"
 #include "ops/cpu/conv_lstm_gates_kernel.h"
 
 namespace pyvidgen {
@@ -41,8 +42,8 @@ std::tuple<at::Tensor, at::Tensor> conv_lstm_gates_forward(const at::Tensor& gat
   const at::Tensor gates = gates_in.contiguous();
   const at::Tensor c = c_in.contiguous();
   const std::optional<at::Tensor> peephole = checks::contiguous(peephole_in);
-  at::Tensor h = at::empty_like(c, at::MemoryFormat::Contiguous);
-  at::Tensor c_next = at::empty_like(c, at::MemoryFormat::Contiguous);
+  at::Tensor h = outputs::empty_like(c);
+  at::Tensor c_next = outputs::empty_like(c);
   if (c.numel() > 0) cpu::conv_lstm_gates_forward_kernel(gates, c, peephole, h, c_next);
   return {h, c_next};
 }
@@ -59,8 +60,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> conv_lstm_gates_backward(
   const at::Tensor gates = gates_in.contiguous();
   const at::Tensor c = c_in.contiguous();
   const std::optional<at::Tensor> peephole = checks::contiguous(peephole_in);
-  at::Tensor grad_gates = at::empty_like(gates, at::MemoryFormat::Contiguous);
-  at::Tensor grad_c = at::empty_like(c, at::MemoryFormat::Contiguous);
+  at::Tensor grad_gates = outputs::empty_like(gates);
+  at::Tensor grad_c = outputs::empty_like(c);
   // The peephole gradient is a sum over the batch, zero for an empty batch, so it starts zeroed.
   at::Tensor grad_peephole =
       peephole.has_value() ? at::zeros_like(*peephole, at::MemoryFormat::Contiguous) : checks::no_grad_tensor(c);

@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "ops/checks.h"
+#include "ops/outputs.h"
 #include "ops/cpu/cross_conv2d_kernel.h"
 
 namespace pyvidgen {
@@ -30,7 +31,7 @@ at::Tensor cross_conv2d_forward(const at::Tensor& x_in, const at::Tensor& kernel
   check_inputs(x_in, kernels_in);
   const at::Tensor x = x_in.contiguous();
   if (x.numel() == 0) return at::zeros(x.sizes(), x.options());
-  at::Tensor out = at::empty(x.sizes(), x.options());
+  at::Tensor out = outputs::empty(x.sizes(), x.options());
   cpu::cross_conv2d_forward_kernel(x, kernels_in.contiguous(), out);
   return out;
 }
@@ -49,7 +50,7 @@ std::tuple<at::Tensor, at::Tensor> cross_conv2d_backward(const at::Tensor& grad_
     return {needs_grad[0] ? at::zeros(x.sizes(), x.options()) : checks::no_grad_tensor(x),
             needs_grad[1] ? at::zeros(kernels.sizes(), kernels.options()) : checks::no_grad_tensor(kernels)};
   }
-  at::Tensor grad_x = needs_grad[0] ? at::empty(x.sizes(), x.options()) : checks::no_grad_tensor(x);
+  at::Tensor grad_x = needs_grad[0] ? outputs::empty(x.sizes(), x.options()) : checks::no_grad_tensor(x);
   at::Tensor grad_kernels =
       needs_grad[1] ? at::empty(kernels.sizes(), kernels.options()) : checks::no_grad_tensor(kernels);
   if (needs_grad[0] || needs_grad[1]) {

@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "ops/checks.h"
+#include "ops/outputs.h"
 #include "ops/cpu/draw_read_kernel.h"
 
 namespace pyvidgen {
@@ -29,7 +30,7 @@ at::Tensor draw_read_forward(const at::Tensor& x_in, const at::Tensor& gx, const
                              const at::Tensor& delta, const at::Tensor& sigma2, const at::Tensor& gamma, int64_t n) {
   check_inputs(x_in, {&gx, &gy, &delta, &sigma2, &gamma}, n);
   const at::Tensor x = x_in.contiguous();
-  at::Tensor out = at::empty({x.size(0), x.size(1), n, n}, x.options());
+  at::Tensor out = outputs::empty({x.size(0), x.size(1), n, n}, x.options());
   if (out.numel() > 0) {
     cpu::draw_read_forward_kernel(x, gx.contiguous(), gy.contiguous(), delta.contiguous(), sigma2.contiguous(),
                                   gamma.contiguous(), n, out);
@@ -48,7 +49,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   checks::same_dtype(kOp, "grad_out", grad_out_in, "x", x_in);
   const at::Tensor grad_out = grad_out_in.contiguous();
   const at::Tensor x = x_in.contiguous();
-  at::Tensor grad_x = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor grad_x = outputs::empty_like(x);
   std::array<at::Tensor, 5> grads;
   for (auto& g : grads) g = at::empty({x.size(0)}, x.options());
   if (x.size(0) > 0) {

@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "ops/checks.h"
+#include "ops/outputs.h"
 #include "ops/cpu/draw_write_kernel.h"
 
 namespace pyvidgen {
@@ -32,7 +33,7 @@ at::Tensor draw_write_forward(const at::Tensor& w_in, const at::Tensor& gx, cons
                               int64_t height, int64_t width) {
   check_inputs(w_in, {&gx, &gy, &delta, &sigma2, &gamma}, height, width);
   const at::Tensor w = w_in.contiguous();
-  at::Tensor out = at::empty({w.size(0), w.size(1), height, width}, w.options());
+  at::Tensor out = outputs::empty({w.size(0), w.size(1), height, width}, w.options());
   if (out.numel() > 0) {
     cpu::draw_write_forward_kernel(w, gx.contiguous(), gy.contiguous(), delta.contiguous(), sigma2.contiguous(),
                                    gamma.contiguous(), height, width, out);
@@ -51,7 +52,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   checks::same_dtype(kOp, "grad_out", grad_out_in, "w", w_in);
   const at::Tensor grad_out = grad_out_in.contiguous();
   const at::Tensor w = w_in.contiguous();
-  at::Tensor grad_w = at::empty_like(w, at::MemoryFormat::Contiguous);
+  at::Tensor grad_w = outputs::empty_like(w);
   std::array<at::Tensor, 5> grads;
   for (auto& g : grads) g = at::empty({w.size(0)}, w.options());
   if (w.size(0) > 0) {

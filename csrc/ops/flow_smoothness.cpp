@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "ops/checks.h"
+#include "ops/outputs.h"
 #include "ops/cpu/flow_smoothness_kernel.h"
 
 namespace pyvidgen {
@@ -32,7 +33,7 @@ at::Tensor flow_smoothness_backward(const at::Tensor& grad_loss, const at::Tenso
   checks::shape(kOp, "grad_loss", grad_loss, {}, "()");
   checks::same_dtype(kOp, "grad_loss", grad_loss, "flow", flow);
   if (!needs_grad[0]) return checks::no_grad_tensor(flow);
-  at::Tensor grad_flow = at::empty_like(flow, at::MemoryFormat::Contiguous);
+  at::Tensor grad_flow = outputs::empty_like(flow);
   if (flow.numel() > 0) cpu::flow_smoothness_backward_kernel(grad_loss, flow.contiguous(), grad_flow, delta);
   return grad_flow;
 }

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "ops/checks.h"
+#include "ops/outputs.h"
 #include "ops/cpu/flow_warp_kernel.h"
 
 namespace pyvidgen {
@@ -33,7 +34,7 @@ at::Tensor flow_warp_forward(const at::Tensor& x_in, const at::Tensor& flow_in, 
   const int64_t mode = cpu::flow_warp_geometry::padding_code(padding_mode);
   const at::Tensor x = x_in.contiguous();
   const at::Tensor flow = flow_in.contiguous();
-  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  at::Tensor out = outputs::empty_like(x);
   if (out.numel() > 0) cpu::flow_warp_forward_kernel(x, flow, out, mode, normalized);
   return out;
 }
@@ -51,9 +52,9 @@ std::tuple<at::Tensor, at::Tensor> flow_warp_backward(const at::Tensor& grad_out
   const at::Tensor x = x_in.contiguous();
   const at::Tensor flow = flow_in.contiguous();
   // grad_x is zeroed inside the kernel by the thread that scatters into it (cache-warm, no extra pass).
-  at::Tensor grad_x = x_needs_grad ? at::empty_like(x, at::MemoryFormat::Contiguous) : checks::no_grad_tensor(x);
+  at::Tensor grad_x = x_needs_grad ? outputs::empty_like(x) : checks::no_grad_tensor(x);
   at::Tensor grad_flow =
-      flow_needs_grad ? at::empty_like(flow, at::MemoryFormat::Contiguous) : checks::no_grad_tensor(flow);
+      flow_needs_grad ? outputs::empty_like(flow) : checks::no_grad_tensor(flow);
   if (x.numel() > 0 && (x_needs_grad || flow_needs_grad)) {
     cpu::flow_warp_backward_kernel(grad_out, x, flow, x_needs_grad ? &grad_x : nullptr,
                                    flow_needs_grad ? &grad_flow : nullptr, mode, normalized);

@@ -6,6 +6,7 @@
 #include <array>
 
 #include "ops/checks.h"
+#include "ops/outputs.h"
 #include "ops/cpu/multiplicative_unit_kernel.h"
 
 namespace pyvidgen {
@@ -24,7 +25,7 @@ at::Tensor multiplicative_unit_forward(const at::Tensor& pre_in, const at::Tenso
   check_inputs(pre_in, h_in);
   const at::Tensor pre = pre_in.contiguous();
   const at::Tensor h = h_in.contiguous();
-  at::Tensor out = at::empty_like(h, at::MemoryFormat::Contiguous);
+  at::Tensor out = outputs::empty_like(h);
   if (h.numel() > 0) cpu::multiplicative_unit_forward_kernel(pre, h, out);
   return out;
 }
@@ -39,8 +40,8 @@ std::tuple<at::Tensor, at::Tensor> multiplicative_unit_backward(const at::Tensor
   const at::Tensor grad_out = grad_out_in.contiguous();
   const at::Tensor pre = pre_in.contiguous();
   const at::Tensor h = h_in.contiguous();
-  at::Tensor grad_pre = at::empty_like(pre, at::MemoryFormat::Contiguous);
-  at::Tensor grad_h = at::empty_like(h, at::MemoryFormat::Contiguous);
+  at::Tensor grad_pre = outputs::empty_like(pre);
+  at::Tensor grad_h = outputs::empty_like(h);
   if (h.numel() > 0) cpu::multiplicative_unit_backward_kernel(grad_out, pre, h, grad_pre, grad_h);
   return {needs_grad[0] ? grad_pre : checks::no_grad_tensor(pre), needs_grad[1] ? grad_h : checks::no_grad_tensor(h)};
 }
