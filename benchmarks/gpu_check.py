@@ -225,12 +225,12 @@ def run_layer_timings(device: torch.device | str) -> dict[str, list[dict[str, An
     layer against the usual per-step implementation, and training steps of the small ST-AE and VPN on
     the fused ops against the reference."""
     from pyvidgen.bench.layers import time_conv_lstm_layer
-    from pyvidgen.bench.model_step import time_st_ae_step, time_vpn_step
+    from pyvidgen.bench.model_step import time_model_step
 
     return {
         "conv_lstm_layer": time_conv_lstm_layer(device=device, seconds=1.0, min_runs=5, rounds=3),
-        "st_ae_step": time_st_ae_step(device=device, seconds=2.0, min_runs=5, rounds=3),
-        "vpn_step": time_vpn_step(device=device, seconds=2.0, min_runs=5, rounds=3),
+        "st_ae_step": time_model_step("st-ae", device=device, seconds=2.0, min_runs=5, rounds=3),
+        "vpn_step": time_model_step("vpn", device=device, seconds=2.0, min_runs=5, rounds=3),
     }
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pyvidgen.bench.layers import time_conv_lstm_layer
 from pyvidgen.bench.layers_report import format_layer_table, format_step_table
-from pyvidgen.bench.model_step import time_st_ae_step
+from pyvidgen.bench.model_step import time_model_step
 
 
 def test_model_step_benchmark_checks_both_backends_agree():
-    rows = time_st_ae_step(batch=2, seq_len=3, size=16, seconds=0.2, min_runs=1, rounds=1)
+    rows = time_model_step("st-ae", batch=2, seq_len=3, size=16, seconds=0.2, min_runs=1, rounds=1)
     assert [r["backend"] for r in rows] == ["reference", "auto"]
     for r in rows:
         assert r["ms"] > 0 and 0 <= r["fused_op_share"] <= 1 and 0 <= r["convolution_share"] <= 1

@@ -3,9 +3,9 @@
 :func:`time_training_step` trains two copies of a model, checks that one training step gives the same loss
 and gradients on both backends, times full steps (forward, backward, optimiser) interleaved, and profiles
 one step to report the share of time spent in the fused ops (``pyvidgen::*``) and in convolutions.
-:func:`time_st_ae_step` and :func:`time_vpn_step` apply it to the two video models, :func:`time_draw_step` to
-DRAW (whose fused ops are the attention's read and write), :func:`time_cross_conv_step` to Visual Dynamics' cross
-convolutional network (whose fused op is the cross convolution). Each model's training problem (the model, its
+:func:`time_model_step` applies it to a model of :data:`PROBLEMS`: the two video models, DRAW (whose fused ops
+are the attention's read and write) and Visual Dynamics' cross convolutional network (whose fused op is the cross
+convolution). Each model's training problem (the model, its
 loss on a fixed batch, its sizes) comes from a builder in :data:`PROBLEMS`, which :mod:`pyvidgen.bench.models`
 uses as well.
 """
@@ -265,74 +265,24 @@ PROBLEMS: dict[str, Callable[..., TrainingProblem]] = {
 }
 
 
-def _time_problem(p: TrainingProblem, seconds: float, min_runs: int, rounds: int, device: Any) -> list[dict[str, Any]]:
+def time_model_step(
+    name: str,
+    *,
+    seconds: float = 6.0,
+    min_runs: int = 4,
+    rounds: int = 3,
+    device: torch.device | str = "cpu",
+    **sizes: Any,
+) -> list[dict[str, Any]]:
+    """:func:`time_training_step` of the model ``name`` of :data:`PROBLEMS` (reference vs fused ops).
+
+    Args:
+        name: "st-ae", "vpn", "draw" or "cross-conv".
+        sizes: the builder's arguments (``preset``, ``batch``, ``seq_len``, ``size``, ``seed``, config overrides).
+    """
+    if name not in PROBLEMS:
+        raise ValueError(f"time_model_step: unknown model {name!r}; expected one of {sorted(PROBLEMS)}")
+    p = PROBLEMS[name](device=device, **sizes)
     return time_training_step(
         p.model, p.base, p.loss_fn, p.problem, lr=p.lr, seconds=seconds, min_runs=min_runs, rounds=rounds, device=device
     )
-
-
-def time_st_ae_step(
-    preset: str = "small",
-    batch: int = 16,
-    seq_len: int = 10,
-    size: int = 64,
-    *,
-    seconds: float = 6.0,
-    min_runs: int = 4,
-    rounds: int = 3,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-) -> list[dict[str, Any]]:
-    """:func:`time_training_step` of the spatio-temporal autoencoder (:func:`st_ae_problem`)."""
-    problem = st_ae_problem(preset, batch, seq_len, size, seed=seed, device=device)
-    return _time_problem(problem, seconds, min_runs, rounds, device)
-
-
-def time_vpn_step(
-    preset: str = "small",
-    batch: int = 16,
-    seq_len: int = 10,
-    size: int = 32,
-    *,
-    seconds: float = 6.0,
-    min_runs: int = 4,
-    rounds: int = 3,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-) -> list[dict[str, Any]]:
-    """:func:`time_training_step` of the Video Pixel Network (:func:`vpn_problem`)."""
-    problem = vpn_problem(preset, batch, seq_len, size, seed=seed, device=device)
-    return _time_problem(problem, seconds, min_runs, rounds, device)
-
-
-def time_draw_step(
-    preset: str = "small",
-    batch: int = 64,
-    *,
-    seconds: float = 6.0,
-    min_runs: int = 4,
-    rounds: int = 3,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    **overrides: Any,
-) -> list[dict[str, Any]]:
-    """:func:`time_training_step` of DRAW (:func:`draw_problem`; ``overrides`` change :class:`DRAWConfig` fields)."""
-    problem = draw_problem(preset, batch, seed=seed, device=device, **overrides)
-    return _time_problem(problem, seconds, min_runs, rounds, device)
-
-
-def time_cross_conv_step(
-    preset: str = "small",
-    batch: int = 32,
-    size: int | None = None,
-    *,
-    seconds: float = 6.0,
-    min_runs: int = 4,
-    rounds: int = 3,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    **overrides: Any,
-) -> list[dict[str, Any]]:
-    """:func:`time_training_step` of the cross convolutional network (:func:`cross_conv_problem`)."""
-    problem = cross_conv_problem(preset, batch, size, seed=seed, device=device, **overrides)
-    return _time_problem(problem, seconds, min_runs, rounds, device)

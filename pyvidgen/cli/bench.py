@@ -219,12 +219,12 @@ def run_bench(args: argparse.Namespace) -> int:
 def _run_layers() -> int:
     from pyvidgen.bench.layers import time_conv_lstm_layer
     from pyvidgen.bench.layers_report import format_layer_table, format_sampling_table, format_step_table
-    from pyvidgen.bench.model_step import time_cross_conv_step, time_draw_step, time_st_ae_step, time_vpn_step
+    from pyvidgen.bench.model_step import PROBLEMS, time_model_step
     from pyvidgen.bench.sampling import time_vpn_sampling
 
     print(format_layer_table(time_conv_lstm_layer()))
     print()
-    print(format_step_table(time_st_ae_step() + time_vpn_step() + time_draw_step() + time_cross_conv_step()))
+    print(format_step_table([row for name in PROBLEMS for row in time_model_step(name)]))
     print()
     print(format_sampling_table(time_vpn_sampling()))
     return 0

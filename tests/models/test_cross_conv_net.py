@@ -211,9 +211,9 @@ def test_bad_inputs(rng):
 
 def test_training_step_benchmark_compares_both_backends():
     from pyvidgen.bench.layers_report import format_step_table
-    from pyvidgen.bench.model_step import time_cross_conv_step
+    from pyvidgen.bench.model_step import time_model_step
 
-    rows = time_cross_conv_step(batch=2, size=16, seconds=0.1, min_runs=1, rounds=1)
+    rows = time_model_step("cross-conv", batch=2, size=16, seconds=0.1, min_runs=1, rounds=1)
     assert [r["backend"] for r in rows] == ["reference", "auto"]
     assert all(r["ms"] > 0 and r["loss_diff_vs_reference"] < 1e-2 for r in rows)
     assert rows[0]["fused_op_share"] > 0

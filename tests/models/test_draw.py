@@ -144,9 +144,9 @@ def test_bad_inputs(rng):
 
 def test_training_step_benchmark_compares_both_backends():
     from pyvidgen.bench.layers_report import format_step_table
-    from pyvidgen.bench.model_step import time_draw_step
+    from pyvidgen.bench.model_step import time_model_step
 
-    rows = time_draw_step(batch=4, seconds=0.1, min_runs=1, rounds=1, **{**TINY, "height": 28, "width": 28})
+    rows = time_model_step("draw", batch=4, seconds=0.1, min_runs=1, rounds=1, **{**TINY, "height": 28, "width": 28})
     assert [r["backend"] for r in rows] == ["reference", "auto"]
     assert all(r["ms"] > 0 and r["loss_diff_vs_reference"] < 1e-3 for r in rows)
     assert "draw small 4x3x28^2" in format_step_table(rows)
