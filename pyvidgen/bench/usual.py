@@ -158,28 +158,14 @@ def _naive_conv_lstm(lstm: ConvLSTM) -> UsualConvLSTM | str:
     return naive
 
 
-class _UsualSmoothnessGradient(torch.autograd.Function):
-    """:class:`HuberPenalty`'s identity whose backward adds ``weight *`` the reference smoothness gradient."""
-
-    @staticmethod
-    def forward(ctx, flow: Tensor, weight: float, delta: float) -> Tensor:  # noqa: ANN001
-        ctx.save_for_backward(flow)
-        ctx.weight, ctx.delta = weight, delta
-        return flow.view_as(flow)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):  # noqa: ANN001, ANN205
-        (flow,) = ctx.saved_tensors
-        return grad + ctx.weight * _smoothness_grad(flow, ctx.delta), None, None
+def _usual_smoothness_gradient(flow: Tensor, delta: float, weight: float) -> Tensor:
+    return weight * _smoothness_grad(flow, delta)
 
 
 class UsualHuberPenalty(HuberPenalty):
     """:class:`HuberPenalty` whose injected gradient is the reference's plain PyTorch (no ``pyvidgen::`` op)."""
 
-    def forward(self, flow: Tensor) -> Tensor:
-        if not (torch.is_grad_enabled() and flow.requires_grad) or self.weight == 0.0:
-            return flow
-        return _UsualSmoothnessGradient.apply(flow, self.weight, self.delta)
+    smoothness_gradient = staticmethod(_usual_smoothness_gradient)
 
 
 def usual_model(model: nn.Module) -> tuple[nn.Module, str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -34,20 +36,24 @@ class FlowWarp(nn.Module):
         return f"padding_mode={self.padding_mode!r}, normalized={self.normalized}"
 
 
+def _fused_smoothness_gradient(flow: Tensor, delta: float, weight: float) -> Tensor:
+    return flow_smoothness_grad(flow, delta=delta, scale=weight)
+
+
 class _InjectSmoothnessGradient(torch.autograd.Function):
-    """Identity whose backward adds ``weight * d flow_smoothness / d flow`` to the incoming gradient."""
+    """Identity whose backward adds ``gradient(flow, delta, weight)`` (``weight * d flow_smoothness / d flow``)
+    to the incoming gradient."""
 
     @staticmethod
-    def forward(ctx, flow: Tensor, weight: float, delta: float) -> Tensor:  # noqa: ANN001
+    def forward(ctx, flow: Tensor, weight: float, delta: float, gradient: Callable) -> Tensor:  # noqa: ANN001
         ctx.save_for_backward(flow)
-        ctx.weight, ctx.delta = weight, delta
+        ctx.weight, ctx.delta, ctx.gradient = weight, delta, gradient
         return flow.view_as(flow)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # noqa: ANN001, ANN205
         (flow,) = ctx.saved_tensors
-        penalty = flow_smoothness_grad(flow, delta=ctx.delta, scale=ctx.weight)
-        return grad + penalty, None, None
+        return grad + ctx.gradient(flow, ctx.delta, ctx.weight), None, None, None
 
 
 class HuberPenalty(nn.Module):
@@ -64,6 +70,9 @@ class HuberPenalty(nn.Module):
         - flow: (B, C, H, W); output: the same tensor values.
     """
 
+    #: ``(flow, delta, weight) -> weight * d flow_smoothness / d flow``, the gradient the backward adds.
+    smoothness_gradient = staticmethod(_fused_smoothness_gradient)
+
     def __init__(self, weight: float = 1e-3, delta: float = 1.0) -> None:
         super().__init__()
         if not delta > 0:
@@ -73,7 +82,7 @@ class HuberPenalty(nn.Module):
     def forward(self, flow: Tensor) -> Tensor:
         if not (torch.is_grad_enabled() and flow.requires_grad) or self.weight == 0.0:
             return flow
-        return _InjectSmoothnessGradient.apply(flow, self.weight, self.delta)
+        return _InjectSmoothnessGradient.apply(flow, self.weight, self.delta, self.smoothness_gradient)
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}, delta={self.delta}"
