@@ -41,6 +41,10 @@ def _error_growth(output: str, args: tuple[Any, ...]) -> Mapping[str, float]:
     # The forget gate's gradient and the peephole gradients are products with the cell state: their
     # rounding grows with |c| (tens, when the gates saturate).
     scale = largest_finite(c) if output in ("grad_gates", "grad_peephole") else 1.0
+    if output == "grad_c" and peephole is not None:
+        # grad_c gathers the gates' gradients through the peephole weights (w_ci, w_cf): their rounding
+        # is scaled by |w|.
+        scale = largest_finite(peephole)
     if output == "grad_peephole":
         # Summed over the batch, and over the pixels for per-channel weights.
         per_weight = c.shape[0] * (1 if peephole.shape[-2:] != (1, 1) else c.shape[2] * c.shape[3])
