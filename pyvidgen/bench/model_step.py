@@ -26,6 +26,8 @@ from pyvidgen.models.st_autoencoder import PRESETS, SpatioTemporalAutoencoder
 BACKENDS = ("reference", "auto")
 #: Profiler events counted as convolution time (self time; forward and backward, mkldnn or the slow path).
 CONVOLUTION_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_slow_conv2d_forward")
+# Name prefixes of the fused ops' backward autograd nodes: the eager fast path's, the registered op's.
+_FUSED_BACKWARD_NODES = ("pyvidgen_", "GeneratedBackwardFor_pyvidgen_")
 
 
 @dataclass(frozen=True)
@@ -52,15 +54,16 @@ def _profile_shares(step) -> dict[str, float]:  # noqa: ANN001
 
     An op's time is inclusive (on the reference backend the fused op runs as several aten ops under
     its ``pyvidgen::`` event); the total is the sum of every event's self time. In eager mode an op's backward
-    runs inside its autograd node (``GeneratedBackwardFor_pyvidgen_<op>_defaultBackward``), not as a
-    ``pyvidgen::`` event, so those nodes count as fused-op time too.
+    runs inside its autograd node, not as a ``pyvidgen::`` event, so those nodes count as fused-op time too: the
+    eager fast path's ``pyvidgen_<op>Backward`` (see :meth:`~pyvidgen.ops._define.DeclaredOp.takes_fast_path`) or
+    the registered op's ``GeneratedBackwardFor_pyvidgen_<op>_defaultBackward``.
     """
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         step()
     total = fused = conv = 0.0
     for event in prof.key_averages():
         total += event.self_cpu_time_total
-        backward = event.key.startswith("GeneratedBackwardFor_pyvidgen_") and event.key.endswith("Backward")
+        backward = event.key.startswith(_FUSED_BACKWARD_NODES) and event.key.endswith("Backward")
         if event.key.startswith("pyvidgen::") or backward:
             fused += event.cpu_time_total
         elif event.key in CONVOLUTION_OPS:

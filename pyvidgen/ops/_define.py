@@ -12,7 +12,11 @@
 * the schemas of the C++ entry points ``pyvidgen_cpp::<op>_forward`` / ``_backward`` (their kernels
   are registered by ``csrc/ops/<op>.cpp``) with the same fakes, so they pass ``opcheck`` as well.
 
-The returned :class:`DeclaredOp` is the validated Python entry point of the op.
+The returned :class:`DeclaredOp` is the validated Python entry point of the op. In plain eager mode (no
+torch.compile, no dispatch or torch-function mode, no functorch transform, no autocast, plain tensors) it runs
+the same forward and backward bodies through a :class:`torch.autograd.Function` of its own instead of the
+dispatcher's round trips through ``pyvidgen::<op>``, which cost more than a small glimpse's kernels; everywhere
+else (and whenever :func:`eager_fast_path` is off) it calls the registered op.
 
 :func:`substituted` lets a caller (the model benchmark's "usual" provider) run an op's calls through a plain-PyTorch
 function instead, so that autograd and torch.compile see ordinary aten ops where the op would be.
@@ -28,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.nn import Parameter
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from pyvidgen._backend import cpp_module, resolve
@@ -50,6 +55,26 @@ OPS: dict[str, DeclaredOp] = {}
 # op name -> function that :meth:`DeclaredOp.__call__` runs instead of ``pyvidgen::<op>``; set only by
 # :func:`substituted`. Empty (the normal case), it costs the call one truthiness test.
 _SUBSTITUTES: dict[str, Callable[..., Any]] = {}
+
+# Tensor types the eager fast path takes; any other (a subclass with its own dispatch) gets the registered op.
+_PLAIN_TENSORS = (Tensor, Parameter)
+# False: every call goes through the registered op (see :func:`eager_fast_path`).
+_FAST_PATH = [True]
+
+
+@contextlib.contextmanager
+def eager_fast_path(enabled: bool) -> Iterator[None]:
+    """Within the block, eager calls take the fast path (``True``, the default) or the registered op (``False``).
+
+    Both run the same forward and backward bodies, so results are bitwise equal; the switch exists to compare
+    them (tests, per-call overhead measurements). Process-wide, like :func:`substituted`.
+    """
+    saved = _FAST_PATH[0]
+    _FAST_PATH[0] = bool(enabled)
+    try:
+        yield
+    finally:
+        _FAST_PATH[0] = saved
 
 
 @contextlib.contextmanager
@@ -144,6 +169,7 @@ class DeclaredOp:
         n_out = len(self.output_names)
         self._backward_tensor_positions = tuple(range(n_out)) + tuple(n_out + p for p in self.tensor_positions)
         self._register()
+        self.eager_function = self._make_eager_function()
 
     # ----------------------------------------------------------------------------------- registration
     def _validate(self) -> None:
@@ -189,11 +215,76 @@ class DeclaredOp:
     # ----------------------------------------------------------------------------------- the call
     def __call__(self, *args: Any) -> Any:
         """Check the arguments (schema order), apply autocast, run ``pyvidgen::<op>`` (or the function
-        :func:`substituted` set for this op)."""
+        :func:`substituted` set for this op); in plain eager mode, the same bodies without the dispatcher."""
         args = self.check_arguments(args)
         if _SUBSTITUTES and self.name in _SUBSTITUTES:
             return _SUBSTITUTES[self.name](*args)
+        if self.takes_fast_path(args):
+            return self._call_eager(args)
         return self.forward_op(*args)
+
+    def takes_fast_path(self, args: Sequence[Any]) -> bool:
+        """Whether a call on (checked) ``args`` runs the eager fast path rather than ``pyvidgen::<op>``.
+
+        Only where nothing but autograd would see the op: torch.compile must find the op in its graph, dispatch
+        modes (FakeTensorMode, opcheck, functionalisation) and torch-function modes must see the op's call,
+        functorch transforms (vmap, grad) and tensor subclasses must reach it through the dispatcher, and the
+        registered op's autocast kernel owns the casts under autocast.
+        """
+        if torch.compiler.is_compiling():  # first: under dynamo the rest is never traced
+            return False
+        if not _FAST_PATH[0] or _get_current_dispatch_mode() is not None:
+            return False
+        if torch._C._is_torch_function_mode_enabled() or torch._C._functorch.peek_interpreter_stack() is not None:
+            return False
+        anchor = args[self.anchor_position]
+        device_type = anchor.device.type
+        if device_type in _AUTOCAST_KEYS and torch.is_autocast_enabled(device_type):
+            return False
+        return all(args[p] is None or type(args[p]) in _PLAIN_TENSORS for p in self.tensor_positions)
+
+    def _call_eager(self, args: tuple[Any, ...]) -> Any:
+        needs_autograd = torch.is_grad_enabled() and any(
+            args[p] is not None and args[p].requires_grad for p in self.tensor_positions
+        )
+        if torch._C._autograd._profiler_enabled():
+            # Profiles name the op as the registered op's call would (its backward node: ``pyvidgen_<op>Backward``).
+            with torch.profiler.record_function(f"pyvidgen::{self.name}"):
+                return self.eager_function.apply(*args) if needs_autograd else self._forward_body(*args)
+        return self.eager_function.apply(*args) if needs_autograd else self._forward_body(*args)
+
+    def _make_eager_function(self) -> type[torch.autograd.Function]:
+        """The eager fast path's autograd function: the registered op's forward body, context and backward."""
+        op = self
+
+        def forward(ctx: Any, *args: Any) -> Any:
+            # An output that does not reach the loss keeps its None gradient: the backward makes the zeros it needs.
+            ctx.set_materialize_grads(False)
+            output = op._forward_body(*args)
+            op._setup_context(ctx, args, output)
+            return output
+
+        def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
+            with torch.no_grad():
+                computed = op._autograd_backward(ctx, *grads)
+            if not torch.is_grad_enabled():
+                return computed
+            # create_graph=True: the gradients depend on the saved inputs through a backward that has no derivative
+            # of its own, so differentiating them again must fail loudly rather than treat them as constants.
+            present = [k for k, g in enumerate(computed) if g is not None]
+            error = torch._C._functions.DelayedError(
+                f"pyvidgen.{op.name}: its backward is not differentiable; a second derivative through it "
+                "(torch.autograd.grad(..., create_graph=True), then backward) is not supported".encode(),
+                len(present),
+            )
+            wrapped = _as_tuple(error(*(computed[k].detach().requires_grad_() for k in present)))
+            result = list(computed)
+            for k, g in zip(present, wrapped, strict=True):
+                result[k] = g
+            return tuple(result)
+
+        members = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+        return type(f"pyvidgen_{self.name}", (torch.autograd.Function,), members)
 
     def check_arguments(self, args: Sequence[Any]) -> tuple[Any, ...]:
         """Validate ``args`` (schema order) and return them cast by the autocast policy when autocast is on.
@@ -408,11 +499,10 @@ class DeclaredOp:
     def _setup_context(self, ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         ctx.save_for_backward(*(inputs[p] for p in self.tensor_positions))
         ctx.options = tuple(inputs[p] for p in self._option_positions)
-        if len(self.output_names) > 1:
-            ctx.output_meta = tuple((o.shape, o.dtype, o.device) for o in output)
+        ctx.output_meta = tuple((o.shape, o.dtype, o.device) for o in _as_tuple(output))
 
     def _autograd_backward(self, ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
-        if len(grads) > 1:
+        if any(g is None for g in grads):
             # An output that does not reach the loss gets no gradient (e.g. the last step's cell state).
             grads = tuple(
                 g if g is not None else torch.zeros(shape, dtype=dtype, device=device)

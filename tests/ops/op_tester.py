@@ -8,6 +8,7 @@ variant of the op's declaration:
   (1s, primes, odd sizes; larger ones where the kernels are compiled), and each tensor argument's
   gradient on its own;
 * channels_last and sliced inputs (outputs contiguous), empty batches, NaN and infinities;
+* the eager fast path against the registered op (bitwise);
 * float64 ``gradcheck``; ``torch.library.opcheck`` of the op, its backward op and the C++ entry points
   on contiguous, channels_last and sliced inputs;
 * determinism (bitwise repeatable, or a clear refusal where a kernel uses atomics) and thread-count
@@ -36,7 +37,7 @@ from torch import Tensor
 import pyvidgen
 from pyvidgen._backend import triton_interpreted
 from pyvidgen.ops import OPS
-from pyvidgen.ops._define import DeclaredOp
+from pyvidgen.ops._define import DeclaredOp, eager_fast_path
 from pyvidgen.ops._layout import parse as parse_layout
 from pyvidgen.ops._spec import Variant
 from pyvidgen.testing import as_outputs, check_autocast, check_backend, random_grad_outputs, run_backend
@@ -192,6 +193,23 @@ class OpTester:
             assert_ok(check_backend(op, backend, broken, rng), f"non-finite {op.arguments[position].name}")
 
     # ------------------------------------------------------------------------------------------- autograd
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+    def test_eager_fast_path_equals_the_registered_op(self, op, any_backend, dtype, variant, rng):
+        """Eager calls skip the dispatcher: the same outputs and gradients, bitwise, as ``pyvidgen::<op>``'s."""
+        backend = any_backend
+        args = op.sample(self.tiny(op, backend), dtype=dtype, device=DEVICE, generator=rng, variant=variant)
+        grads = random_grad_outputs(op, args, rng)
+        results, nodes = [], []
+        for fast in (True, False):
+            with eager_fast_path(fast), pyvidgen.backend(backend):
+                leaves = [a.detach().clone().requires_grad_() if isinstance(a, Tensor) else a for a in args]
+                nodes.append(type(as_outputs(op(*leaves))[0].grad_fn).__name__)
+                results.append(run_backend(op, backend, args, grads))
+        assert nodes == [f"pyvidgen_{op.name}Backward", f"GeneratedBackwardFor_pyvidgen_{op.name}_defaultBackward"]
+        assert results[0].keys() == results[1].keys()
+        for name in results[0]:
+            torch.testing.assert_close(results[0][name], results[1][name], rtol=0, atol=0, equal_nan=True, msg=name)
+
     def test_gradcheck_float64(self, op, backend, variant, rng):
         args = op.sample(self.tiny(op, backend), dtype=torch.float64, device=DEVICE, generator=rng, variant=variant)
         positions = [p for p in op.tensor_positions if args[p] is not None]
