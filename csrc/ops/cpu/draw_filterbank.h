@@ -85,21 +85,26 @@ inline T dot(const T* a, const T* b, int64_t n) {
   return sum;
 }
 
-// The filterbank of one axis: f (n x size, rows `stride` apart; the columns past size are left alone), and
-// each filter's unnormalised sum in total (n).
+// The filterbank of one axis: f (n x size, rows `stride` apart, `stride` >= size rounded up to whole vectors;
+// the columns past size are set to 0), and each filter's unnormalised sum in total (n). The last, partial
+// vector of a row is computed whole and its lanes past size dropped by a blend: a scalar exp per column
+// there cost more than the vectors before it.
 template <typename T>
 inline void filterbank(T g, T delta, T sigma2, int64_t n, int64_t size, int64_t stride, T* f, T* total) {
   using V = Vec<T>;
   constexpr int64_t width = V::size();
   const T two_sigma2 = T(2) * sigma2;
+  const int64_t full = size / width * width;
+  // Lanes of the last vector that lie inside the row: 1s there, 0s past size.
+  const V inside = V::arange(static_cast<T>(full), T(1)) < V(static_cast<T>(size));
   for (int64_t i = 0; i < n; ++i) {
     const T mu = centre(g, delta, i, n);
     T* row = f + i * stride;
     V acc(T(0));
-    int64_t a = 0;
-    for (; a + width <= size; a += width) {
+    for (int64_t a = 0; a < size; a += width) {
       const V d = V::arange(static_cast<T>(a), T(1)) - V(mu);
-      const V e = gaussian_exp((d * d).neg() / V(two_sigma2));
+      V e = gaussian_exp((d * d).neg() / V(two_sigma2));
+      if (a == full) e = V::blendv(V(T(0)), e, inside);
       e.store(row + a);
       acc = acc + e;
     }
@@ -107,17 +112,14 @@ inline void filterbank(T g, T delta, T sigma2, int64_t n, int64_t size, int64_t 
     acc.store(lanes);
     T sum = T(0);
     for (int64_t l = 0; l < width; ++l) sum += lanes[l];
-    for (; a < size; ++a) {
-      const T d = static_cast<T>(a) - mu;
-      row[a] = std::exp(-(d * d) / two_sigma2);
-      sum += row[a];
-    }
     total[i] = sum;
     // torch's clamp_min: NaN stays NaN.
     const T clamped = sum < eps<T>() ? eps<T>() : sum;
-    a = 0;
-    for (; a + width <= size; a += width) (V::loadu(row + a) / V(clamped)).store(row + a);
-    for (; a < size; ++a) row[a] /= clamped;
+    for (int64_t a = 0; a < size; a += width) {
+      V normalised = V::loadu(row + a) / V(clamped);
+      if (a == full) normalised = V::blendv(V(T(0)), normalised, inside);
+      normalised.store(row + a);
+    }
   }
 }
 
