@@ -108,6 +108,36 @@ def _error_growth(output: str, args: tuple[Any, ...]) -> Mapping[str, float]:
     return {"terms": n * n, "scale": gain}  # grad_x: gamma Fy^T G Fx
 
 
+# What read and write share: both take (B, C, H, W, N) sample and benchmark dims (H x W the image or canvas).
+#: Sample sizes: a one-pixel image, N = 1, N larger than the image, primes, one, two and three channels.
+ATTENTION_SIZES: dict[str, Any] = {
+    "dims": ((2, 3, 5, 7, 3), (1, 1, 1, 1, 1), (3, 1, 4, 1, 2), (2, 3, 2, 3, 5), (1, 2, 11, 13, 4)),
+    "large_dims": ((4, 3, 32, 32, 12), (3, 1, 28, 28, 5), (2, 5, 23, 37, 7)),
+    "empty_dims": ((0, 3, 4, 5, 3), (2, 0, 4, 5, 3)),
+    "check_dims": (4, 3, 17, 19, 6),
+    "magnitudes": (1.0, 0.0, 1e3, 1e30),
+    "gradcheck_dims": (2, 2, 4, 3, 3),
+    "property_ranges": ((1, 4), (1, 3), (16, 40), (16, 40), (1, 12)),
+}
+#: The speed goals: at least 2x the eager reference and faster than its torch.compile, at a colour batch
+#: (N = 12) and at MNIST sizes (N = 5).
+ATTENTION_TARGETS = (
+    Target("cpp", "eager", 2.0, shape="256x3x32x32x12"),
+    Target("cpp", "compiled", 1.0, shape="256x3x32x32x12"),
+    Target("cpp", "eager", 2.0, shape="64x1x28x28x5"),
+    Target("cpp", "compiled", 1.0, shape="64x1x28x28x5"),
+)
+# The size sweep. N stays at the first shape's 12: the glimpse size sets the cost per image pixel (each meets N
+# filters per axis), so the ladder shows what the image size alone changes, the per-sample filterbank set-up spread
+# over more pixels. Colour images only (DRAW attends over images, not feature maps), up to 256²: DRAW works on 28² to
+# 64² images, and at 512² two images would leave 6 (batch, channel) work items.
+ATTENTION_SWEEP: dict[str, Any] = {
+    "sweep": square_sweep(12),
+    "sweep_channels": (3,),
+    "sweep_sides": (32, 64, 128, 256),
+}
+
+
 DRAW_READ = define(
     OpSpec(
         name="draw_read",
@@ -133,14 +163,7 @@ DRAW_READ = define(
             build=_sample,
             options=lambda dims: {"N": dims[4]},
             variants=(Variant("glimpse"), Variant("on pixels", inputs={"on_pixels": True})),
-            # (B, C, H, W, N): one pixel, N = 1, N larger than the image, primes, one and three channels.
-            dims=((2, 3, 5, 7, 3), (1, 1, 1, 1, 1), (3, 1, 4, 1, 2), (2, 3, 2, 3, 5), (1, 2, 11, 13, 4)),
-            large_dims=((4, 3, 32, 32, 12), (3, 1, 28, 28, 5), (2, 5, 23, 37, 7)),
-            empty_dims=((0, 3, 4, 5, 3), (2, 0, 4, 5, 3)),
-            check_dims=(4, 3, 17, 19, 6),
-            magnitudes=(1.0, 0.0, 1e3, 1e30),
-            gradcheck_dims=(2, 2, 4, 3, 3),
-            property_ranges=((1, 4), (1, 3), (16, 40), (16, 40), (1, 12)),
+            **ATTENTION_SIZES,
         ),
         bench=Bench(
             shapes=(
@@ -150,19 +173,8 @@ DRAW_READ = define(
                 Shape((64, 3, 64, 64, 12)),
             ),
             shape_doc="x (B, C, H, W) read into (B, C, N, N): dims B x C x H x W x N",
-            targets=(
-                Target("cpp", "eager", 2.0, shape="256x3x32x32x12"),
-                Target("cpp", "compiled", 1.0, shape="256x3x32x32x12"),
-                Target("cpp", "eager", 2.0, shape="64x1x28x28x5"),
-                Target("cpp", "compiled", 1.0, shape="64x1x28x28x5"),
-            ),
-            # N stays at the first shape's 12: the glimpse size sets the cost per image pixel (each meets N filters
-            # per axis), so the ladder shows what the image size alone changes, the per-sample filterbank set-up spread
-            # over more pixels. Colour images only (DRAW attends over images, not feature maps), up to 256²: DRAW
-            # works on 28² to 64² images, and at 512² two images would leave 6 (batch, channel) work items.
-            sweep=square_sweep(12),
-            sweep_channels=(3,),
-            sweep_sides=(32, 64, 128, 256),
+            targets=ATTENTION_TARGETS,
+            **ATTENTION_SWEEP,
         ),
     )
 )

@@ -13,8 +13,14 @@ import torch
 from torch import Tensor
 
 from pyvidgen.ops._define import define
-from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Target, Variant, square_sweep
-from pyvidgen.ops.draw_read import attention_error_growth, sample_attention
+from pyvidgen.ops._spec import Bench, OpSpec, Samples, Shape, Variant
+from pyvidgen.ops.draw_read import (
+    ATTENTION_SIZES,
+    ATTENTION_SWEEP,
+    ATTENTION_TARGETS,
+    attention_error_growth,
+    sample_attention,
+)
 from pyvidgen.tolerance import largest_finite
 
 
@@ -72,14 +78,7 @@ DRAW_WRITE = define(
             build=_sample,
             options=lambda dims: {"H": dims[2], "W": dims[3]},
             variants=(Variant("glimpse"), Variant("on pixels", inputs={"on_pixels": True})),
-            # (B, C, H, W, N): a one-pixel canvas, N = 1, a patch larger than the canvas, primes, C = 1 and 3.
-            dims=((2, 3, 5, 7, 3), (1, 1, 1, 1, 1), (3, 1, 4, 1, 2), (2, 3, 2, 3, 5), (1, 2, 11, 13, 4)),
-            large_dims=((4, 3, 32, 32, 12), (3, 1, 28, 28, 5), (2, 5, 23, 37, 7)),
-            empty_dims=((0, 3, 4, 5, 3), (2, 0, 4, 5, 3)),
-            check_dims=(4, 3, 17, 19, 6),
-            magnitudes=(1.0, 0.0, 1e3, 1e30),
-            gradcheck_dims=(2, 2, 4, 3, 3),
-            property_ranges=((1, 4), (1, 3), (16, 40), (16, 40), (1, 12)),
+            **ATTENTION_SIZES,
         ),
         bench=Bench(
             shapes=(
@@ -88,19 +87,8 @@ DRAW_WRITE = define(
                 Shape((64, 3, 64, 64, 12)),
             ),
             shape_doc="w (B, C, N, N) written onto (B, C, H, W): dims B x C x H x W x N",
-            targets=(
-                Target("cpp", "eager", 2.0, shape="256x3x32x32x12"),
-                Target("cpp", "compiled", 1.0, shape="256x3x32x32x12"),
-                Target("cpp", "eager", 2.0, shape="64x1x28x28x5"),
-                Target("cpp", "compiled", 1.0, shape="64x1x28x28x5"),
-            ),
-            # N stays at the first shape's 12: the glimpse size sets the cost per image pixel (each meets N filters
-            # per axis), so the ladder shows what the image size alone changes, the per-sample filterbank set-up spread
-            # over more pixels. Colour images only (DRAW attends over images, not feature maps), up to 256²: DRAW
-            # works on 28² to 64² images, and at 512² two images would leave 6 (batch, channel) work items.
-            sweep=square_sweep(12),
-            sweep_channels=(3,),
-            sweep_sides=(32, 64, 128, 256),
+            targets=ATTENTION_TARGETS,
+            **ATTENTION_SWEEP,
         ),
     )
 )
