@@ -8,6 +8,7 @@
 // reference's do, not only finite values within rounding.
 #pragma once
 
+#include <ATen/core/Tensor.h>
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
@@ -206,6 +207,55 @@ struct Filterbanks {
     filterbank(gy, delta, sigma2, n, height, hp, fy.data(), total_y.data());
     if (with_fxt) small_gemm::transpose(n, width, fx.data(), wp, fxt.data(), np);
     if (with_fyt) small_gemm::transpose(n, height, fy.data(), hp, fyt.data(), np);
+  }
+};
+
+// The five attention parameters of a batch, each (B,) and contiguous, read sample by sample.
+template <typename T>
+struct Attention {
+  const T *gx, *gy, *delta, *sigma2, *gamma;
+
+  Attention(const at::Tensor& gx_t, const at::Tensor& gy_t, const at::Tensor& delta_t, const at::Tensor& sigma2_t,
+            const at::Tensor& gamma_t)
+      : gx(gx_t.const_data_ptr<T>()),
+        gy(gy_t.const_data_ptr<T>()),
+        delta(delta_t.const_data_ptr<T>()),
+        sigma2(sigma2_t.const_data_ptr<T>()),
+        gamma(gamma_t.const_data_ptr<T>()) {}
+
+  // Sample b's filterbanks (see Filterbanks::build).
+  void build(Filterbanks<T>& bank, int64_t b, bool with_fxt, bool with_fyt) const {
+    bank.build(gx[b], gy[b], delta[b], sigma2[b], with_fxt, with_fyt);
+  }
+};
+
+// The gradients of the five parameters, each (B,), written sample by sample.
+template <typename T>
+struct AttentionGrads {
+  T *gx, *gy, *delta, *sigma2, *gamma;
+
+  AttentionGrads(at::Tensor& gx_t, at::Tensor& gy_t, at::Tensor& delta_t, at::Tensor& sigma2_t, at::Tensor& gamma_t)
+      : gx(gx_t.mutable_data_ptr<T>()),
+        gy(gy_t.mutable_data_ptr<T>()),
+        delta(delta_t.mutable_data_ptr<T>()),
+        sigma2(sigma2_t.mutable_data_ptr<T>()),
+        gamma(gamma_t.mutable_data_ptr<T>()) {}
+
+  // Sample b's: grad_fx (N x Wp) and grad_fy (N x Hp) are dL/dFx and dL/dFy of bank, built from params' sample b;
+  // the centres get their axis's part, delta and sigma2 the sum of both axes' (x first), gamma `grad_gamma`.
+  void store(const Filterbanks<T>& bank, const Attention<T>& params, int64_t b, const T* grad_fx, const T* grad_fy,
+             T grad_gamma) {
+    T dgx, dgy, ddelta_x, ddelta_y, dsigma2_x, dsigma2_y;
+    const int64_t n = bank.n;
+    filterbank_backward(grad_fx, bank.fx.data(), bank.total_x.data(), params.gx[b], params.delta[b], params.sigma2[b],
+                        n, bank.width, bank.wp, dgx, ddelta_x, dsigma2_x);
+    filterbank_backward(grad_fy, bank.fy.data(), bank.total_y.data(), params.gy[b], params.delta[b], params.sigma2[b],
+                        n, bank.height, bank.hp, dgy, ddelta_y, dsigma2_y);
+    gx[b] = dgx;
+    gy[b] = dgy;
+    delta[b] = ddelta_x + ddelta_y;
+    sigma2[b] = dsigma2_x + dsigma2_y;
+    gamma[b] = grad_gamma;
   }
 };
 

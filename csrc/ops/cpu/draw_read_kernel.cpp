@@ -25,8 +25,8 @@ namespace pyvidgen::cpu {
 namespace {
 
 using draw::dot;
-using draw::filterbank;
-using draw::filterbank_backward;
+using draw::Attention;
+using draw::AttentionGrads;
 using draw::Filterbanks;
 using draw::grain;
 using small_gemm::gemm;
@@ -48,24 +48,20 @@ void forward_impl(const at::Tensor& x_t, const at::Tensor& gx_t, const at::Tenso
                   const at::Tensor& sigma2_t, const at::Tensor& gamma_t, int64_t n, at::Tensor& out_t) {
   const int64_t batch = x_t.size(0), channels = x_t.size(1), height = x_t.size(2), width = x_t.size(3);
   const T* x = x_t.const_data_ptr<T>();
-  const T* gx = gx_t.const_data_ptr<T>();
-  const T* gy = gy_t.const_data_ptr<T>();
-  const T* delta = delta_t.const_data_ptr<T>();
-  const T* sigma2 = sigma2_t.const_data_ptr<T>();
-  const T* gamma = gamma_t.const_data_ptr<T>();
+  const Attention<T> params(gx_t, gy_t, delta_t, sigma2_t, gamma_t);
   T* out = out_t.mutable_data_ptr<T>();
   at::parallel_for(0, batch, grain(channels, height, width, n), [&](int64_t begin, int64_t end) {
     Filterbanks<T> bank(n, height, width);
     const int64_t wp = bank.wp;
     std::vector<T> buffer(wp == width ? 0 : height * wp), u(n * wp);
     for (int64_t b = begin; b < end; ++b) {
-      bank.build(gx[b], gy[b], delta[b], sigma2[b], true, false);
+      params.build(bank, b, true, false);
       for (int64_t c = 0; c < channels; ++c) {
         const T* image = padded_image(x + (b * channels + c) * height * width, height, width, wp, buffer);
         gemm<T>(n, height, width, bank.fy.data(), bank.hp, image, wp, {u.data(), wp, true});
         // out = gamma (U Fx^T).
         Out<T> glimpse{out + (b * channels + c) * n * n, n};
-        glimpse.mul = gamma[b];
+        glimpse.mul = params.gamma[b];
         gemm<T>(n, width, n, u.data(), wp, bank.fxt.data(), bank.np, glimpse);
       }
     }
@@ -81,28 +77,20 @@ void backward_impl(const at::Tensor& grad_out_t, const at::Tensor& x_t, const at
   const int64_t batch = x_t.size(0), channels = x_t.size(1), height = x_t.size(2), width = x_t.size(3);
   const T* grad_out = grad_out_t.const_data_ptr<T>();
   const T* x = x_t.const_data_ptr<T>();
-  const T* gx = gx_t.const_data_ptr<T>();
-  const T* gy = gy_t.const_data_ptr<T>();
-  const T* delta = delta_t.const_data_ptr<T>();
-  const T* sigma2 = sigma2_t.const_data_ptr<T>();
-  const T* gamma = gamma_t.const_data_ptr<T>();
+  const Attention<T> params(gx_t, gy_t, delta_t, sigma2_t, gamma_t);
   T* grad_x = grad_x_t.mutable_data_ptr<T>();
-  T* grad_gx = grad_gx_t.mutable_data_ptr<T>();
-  T* grad_gy = grad_gy_t.mutable_data_ptr<T>();
-  T* grad_delta = grad_delta_t.mutable_data_ptr<T>();
-  T* grad_sigma2 = grad_sigma2_t.mutable_data_ptr<T>();
-  T* grad_gamma = grad_gamma_t.mutable_data_ptr<T>();
+  AttentionGrads<T> grads(grad_gx_t, grad_gy_t, grad_delta_t, grad_sigma2_t, grad_gamma_t);
   at::parallel_for(0, batch, grain(channels, height, width, 3 * n), [&](int64_t begin, int64_t end) {
     Filterbanks<T> bank(n, height, width);
     const int64_t np = bank.np, hp = bank.hp, wp = bank.wp;
     std::vector<T> buffer(wp == width ? 0 : height * wp), u(n * wp), m(n * wp), mt(width * np), gt(n * np);
     std::vector<T> grad_fx(n * wp), grad_fyt(height * np), grad_fy(n * hp);
     for (int64_t b = begin; b < end; ++b) {
-      bank.build(gx[b], gy[b], delta[b], sigma2[b], false, true);
+      params.build(bank, b, false, true);
       std::fill(grad_fx.begin(), grad_fx.end(), T(0));
       std::fill(grad_fyt.begin(), grad_fyt.end(), T(0));
       T dgamma = T(0);
-      const T scale = gamma[b];
+      const T scale = params.gamma[b];
       for (int64_t c = 0; c < channels; ++c) {
         const T* g = grad_out + (b * channels + c) * n * n;
         const T* image = padded_image(x + (b * channels + c) * height * width, height, width, wp, buffer);
@@ -124,16 +112,7 @@ void backward_impl(const at::Tensor& grad_out_t, const at::Tensor& x_t, const at
         for (int64_t a = 0; a < width; ++a) grad_fx[i * wp + a] = scale * grad_fx[i * wp + a];
         for (int64_t y = 0; y < height; ++y) grad_fy[i * hp + y] = scale * grad_fyt[y * np + i];
       }
-      T dgx, dgy, ddelta_x, ddelta_y, dsigma2_x, dsigma2_y;
-      filterbank_backward(grad_fx.data(), bank.fx.data(), bank.total_x.data(), gx[b], delta[b], sigma2[b], n, width,
-                          wp, dgx, ddelta_x, dsigma2_x);
-      filterbank_backward(grad_fy.data(), bank.fy.data(), bank.total_y.data(), gy[b], delta[b], sigma2[b], n, height,
-                          hp, dgy, ddelta_y, dsigma2_y);
-      grad_gx[b] = dgx;
-      grad_gy[b] = dgy;
-      grad_delta[b] = ddelta_x + ddelta_y;
-      grad_sigma2[b] = dsigma2_x + dsigma2_y;
-      grad_gamma[b] = dgamma;
+      grads.store(bank, params, b, grad_fx.data(), grad_fy.data(), dgamma);
     }
   });
 }

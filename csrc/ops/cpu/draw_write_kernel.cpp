@@ -21,8 +21,8 @@ namespace pyvidgen::cpu {
 namespace {
 
 using draw::dot;
-using draw::filterbank;
-using draw::filterbank_backward;
+using draw::Attention;
+using draw::AttentionGrads;
 using draw::Filterbanks;
 using draw::grain;
 using small_gemm::gemm;
@@ -36,24 +36,20 @@ void forward_impl(const at::Tensor& w_t, const at::Tensor& gx_t, const at::Tenso
                   at::Tensor& out_t) {
   const int64_t batch = w_t.size(0), channels = w_t.size(1), n = w_t.size(2);
   const T* w = w_t.const_data_ptr<T>();
-  const T* gx = gx_t.const_data_ptr<T>();
-  const T* gy = gy_t.const_data_ptr<T>();
-  const T* delta = delta_t.const_data_ptr<T>();
-  const T* sigma2 = sigma2_t.const_data_ptr<T>();
-  const T* gamma = gamma_t.const_data_ptr<T>();
+  const Attention<T> params(gx_t, gy_t, delta_t, sigma2_t, gamma_t);
   T* out = out_t.mutable_data_ptr<T>();
   at::parallel_for(0, batch, grain(channels, height, width, n), [&](int64_t begin, int64_t end) {
     Filterbanks<T> bank(n, height, width);
     const int64_t wp = bank.wp;
     std::vector<T> t(n * wp);
     for (int64_t b = begin; b < end; ++b) {
-      bank.build(gx[b], gy[b], delta[b], sigma2[b], false, true);
+      params.build(bank, b, false, true);
       for (int64_t c = 0; c < channels; ++c) {
         const T* patch = w + (b * channels + c) * n * n;
         gemm<T>(n, n, width, patch, n, bank.fx.data(), wp, {t.data(), wp, true});
         // out = (Fy^T T) / gamma.
         Out<T> canvas{out + (b * channels + c) * height * width, width};
-        canvas.div = gamma[b];
+        canvas.div = params.gamma[b];
         gemm<T>(height, n, width, bank.fyt.data(), bank.np, t.data(), wp, canvas);
       }
     }
@@ -69,28 +65,20 @@ void backward_impl(const at::Tensor& grad_out_t, const at::Tensor& w_t, const at
   const int64_t batch = w_t.size(0), channels = w_t.size(1), n = w_t.size(2);
   const T* grad_out = grad_out_t.const_data_ptr<T>();
   const T* w = w_t.const_data_ptr<T>();
-  const T* gx = gx_t.const_data_ptr<T>();
-  const T* gy = gy_t.const_data_ptr<T>();
-  const T* delta = delta_t.const_data_ptr<T>();
-  const T* sigma2 = sigma2_t.const_data_ptr<T>();
-  const T* gamma = gamma_t.const_data_ptr<T>();
+  const Attention<T> params(gx_t, gy_t, delta_t, sigma2_t, gamma_t);
   T* grad_w = grad_w_t.mutable_data_ptr<T>();
-  T* grad_gx = grad_gx_t.mutable_data_ptr<T>();
-  T* grad_gy = grad_gy_t.mutable_data_ptr<T>();
-  T* grad_delta = grad_delta_t.mutable_data_ptr<T>();
-  T* grad_sigma2 = grad_sigma2_t.mutable_data_ptr<T>();
-  T* grad_gamma = grad_gamma_t.mutable_data_ptr<T>();
+  AttentionGrads<T> grads(grad_gx_t, grad_gy_t, grad_delta_t, grad_sigma2_t, grad_gamma_t);
   at::parallel_for(0, batch, grain(channels, height, width, 3 * n), [&](int64_t begin, int64_t end) {
     Filterbanks<T> bank(n, height, width);
     const int64_t np = bank.np, hp = bank.hp, wp = bank.wp;
     std::vector<T> scaled(height * wp), v(height * np), r(n * wp), wt(n * np);
     std::vector<T> grad_fx(n * wp), grad_fyt(height * np), grad_fy(n * hp);
     for (int64_t b = begin; b < end; ++b) {
-      bank.build(gx[b], gy[b], delta[b], sigma2[b], true, false);
+      params.build(bank, b, true, false);
       std::fill(grad_fx.begin(), grad_fx.end(), T(0));
       std::fill(grad_fyt.begin(), grad_fyt.end(), T(0));
       T dgamma = T(0);
-      const T scale = gamma[b];
+      const T scale = params.gamma[b];
       for (int64_t c = 0; c < channels; ++c) {
         const T* g = grad_out + (b * channels + c) * height * width;
         const T* patch = w + (b * channels + c) * n * n;
@@ -109,16 +97,7 @@ void backward_impl(const at::Tensor& grad_out_t, const at::Tensor& w_t, const at
         dgamma += dot(gpatch, patch, n * n);
       }
       transpose(height, n, grad_fyt.data(), np, grad_fy.data(), hp);
-      T dgx, dgy, ddelta_x, ddelta_y, dsigma2_x, dsigma2_y;
-      filterbank_backward(grad_fx.data(), bank.fx.data(), bank.total_x.data(), gx[b], delta[b], sigma2[b], n, width,
-                          wp, dgx, ddelta_x, dsigma2_x);
-      filterbank_backward(grad_fy.data(), bank.fy.data(), bank.total_y.data(), gy[b], delta[b], sigma2[b], n, height,
-                          hp, dgy, ddelta_y, dsigma2_y);
-      grad_gx[b] = dgx;
-      grad_gy[b] = dgy;
-      grad_delta[b] = ddelta_x + ddelta_y;
-      grad_sigma2[b] = dsigma2_x + dsigma2_y;
-      grad_gamma[b] = -dgamma / scale;
+      grads.store(bank, params, b, grad_fx.data(), grad_fy.data(), -dgamma / scale);
     }
   });
 }

@@ -71,7 +71,7 @@ std::array<at::Tensor, 3> masked_conv2d_backward_kernel(const at::Tensor& grad_o
                                                         const at::Tensor& weight, bool has_bias, bool type_a,
                                                         int64_t color_groups, int64_t dilation,
                                                         std::array<bool, 3> needs_grad) {
-  const int64_t cout = weight.size(0), cin = weight.size(1), k = weight.size(2), reach = dilation * (k / 2);
+  const int64_t cout = weight.size(0), k = weight.size(2), reach = dilation * (k / 2);
   const at::Tensor rows = masked_visible_rows(weight, type_a, color_groups);
   const std::vector<int64_t> bias_sizes{cout};
   auto [grad_padded, grad_rows, grad_bias] = at::convolution_backward(
