@@ -16,6 +16,34 @@ from torch import Tensor, nn
 from pyvidgen.nn import ConvLSTM, FlowWarp, HuberPenalty
 
 
+class NearestUpsample2x(nn.Module):
+    """``nn.Upsample(scale_factor=2, mode="nearest")``, the same values: each pixel repeated along rows and columns.
+
+    On the CPU torch's nearest upsampling converts the image's memory layout on the way in and out, which
+    cost about six times the repeats (89 against 14 ms forward and backward for 144 x 16 x 32 x 32, 2 threads),
+    a sixth of the small model's training step.
+
+    Shape:
+        - input: (N, C, H, W); output: (N, C, 2H, 2W).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+
+
+class ChannelsLastConv2d(nn.Conv2d):
+    """``nn.Conv2d`` that convolves in the channels-last layout (same parameters, same state dict keys).
+
+    oneDNN computes convolutions with few output channels (the flow regressor's 2, the decoder's frame
+    channels) about twice as fast from a channels-last input, the conversion included: forward and
+    backward at the small model's sizes, 2 threads, 160 -> 82 ms for the decoder's 16 -> 1 5x5 at 64²
+    and 92 -> 63 ms for the flow regressor's 24 -> 2 9x9 at 32². The output is channels-last too.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x.contiguous(memory_format=torch.channels_last))
+
+
 @dataclass(frozen=True)
 class STAEConfig:
     """Sizes of a :class:`SpatioTemporalAutoencoder` (defaults: the paper's).
@@ -97,9 +125,9 @@ class SpatioTemporalAutoencoder(nn.Module):
         )
         k = config.flow_kernel
         self.flow_head = nn.Sequential(
-            nn.Conv2d(m, 2, k, padding=k // 2),
-            nn.Conv2d(2, 2, k, padding=k // 2),
-            nn.Conv2d(2, 2, 1),
+            ChannelsLastConv2d(m, 2, k, padding=k // 2),
+            ChannelsLastConv2d(2, 2, k, padding=k // 2),
+            ChannelsLastConv2d(2, 2, 1),
         )
         # Training starts from zero flow: the last 1x1 conv is zero, so the first predictions copy.
         nn.init.zeros_(self.flow_head[-1].weight)
@@ -107,8 +135,8 @@ class SpatioTemporalAutoencoder(nn.Module):
         self.smoothness = HuberPenalty(config.smoothness_weight, config.smoothness_delta)
         self.warp = FlowWarp(padding_mode="border", normalized=True)
         self.decoder = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(e, config.in_channels, config.decoder_kernel, padding=config.decoder_kernel // 2),
+            NearestUpsample2x(),
+            ChannelsLastConv2d(e, config.in_channels, config.decoder_kernel, padding=config.decoder_kernel // 2),
         )
 
     def _check(self, frames: Tensor) -> None:

@@ -6,7 +6,12 @@ import pytest
 import torch
 
 import pyvidgen
-from pyvidgen.models.st_autoencoder import PRESETS, SpatioTemporalAutoencoder, build_st_autoencoder
+from pyvidgen.models.st_autoencoder import (
+    PRESETS,
+    NearestUpsample2x,
+    SpatioTemporalAutoencoder,
+    build_st_autoencoder,
+)
 from tests.models.compiled_training import assert_compiled_training_matches_eager
 
 
@@ -29,6 +34,29 @@ def test_paper_preset_matches_the_paper():
     assert model.smoothness.weight == 1e-3
     decoder_conv = model.decoder[1]
     assert (decoder_conv.in_channels, decoder_conv.out_channels, decoder_conv.kernel_size) == (32, 1, (7, 7))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "sliced"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_decoder_upsampling_is_nearest_upsampling(layout, dtype, rng):
+    x = torch.randn(3, 5, 7, 6, generator=rng).to(dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "sliced":
+        x = torch.randn(3, 5, 9, 12, generator=rng).to(dtype)[:, :, 1:8, ::2]
+    grad = torch.randn(3, 5, 14, 12, generator=rng).to(dtype)
+    results = []
+    for module in (NearestUpsample2x(), torch.nn.Upsample(scale_factor=2, mode="nearest")):
+        leaf = x.detach().clone().requires_grad_()
+        out = module(leaf)
+        out.backward(grad)
+        results.append((out, leaf.grad))
+    assert torch.equal(results[0][0], results[1][0])
+    # Each input pixel's gradient is a sum of four, rounded once by torch's upsampling and twice (rows, then
+    # columns) by the repeats: in bfloat16 a sum that cancels can differ by an ulp of the largest term.
+    scale = float(grad.abs().max())
+    atol = 2 * scale * torch.finfo(dtype).eps if dtype == torch.bfloat16 else None
+    torch.testing.assert_close(results[0][1], results[1][1], atol=atol, rtol=None if atol is None else 1.6e-2)
 
 
 def test_training_starts_from_zero_flow(rng):
