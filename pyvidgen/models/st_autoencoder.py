@@ -110,10 +110,13 @@ class SpatioTemporalAutoencoder(nn.Module):
         super().__init__()
         self.config = config = config or STAEConfig()
         e, m = config.encoder_channels, config.memory_channels
+        # The paper's conv -> tanh -> 2x2 max pool, pooled before the tanh: tanh is increasing, so the values are
+        # the same, and the tanh (and its gradient) runs on a quarter of the pixels. (Where float32 rounds two
+        # pixels of a window to the same tanh, the gradient goes to the larger input rather than the first.)
         self.encoder = nn.Sequential(
             nn.Conv2d(config.in_channels, e, config.encoder_kernel, padding=config.encoder_kernel // 2),
-            nn.Tanh(),
             nn.MaxPool2d(2),
+            nn.Tanh(),
         )
         self.memory = ConvLSTM(
             e,

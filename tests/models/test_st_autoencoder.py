@@ -23,7 +23,7 @@ def test_paper_preset_matches_the_paper():
     model = build_st_autoencoder("paper")
     conv = model.encoder[0]
     assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (1, 32, (7, 7))
-    assert isinstance(model.encoder[2], torch.nn.MaxPool2d)
+    assert isinstance(model.encoder[1], torch.nn.MaxPool2d) and isinstance(model.encoder[2], torch.nn.Tanh)
     flow = model.flow_head
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in flow] == [
         (45, 2, (15, 15)),
@@ -57,6 +57,22 @@ def test_decoder_upsampling_is_nearest_upsampling(layout, dtype, rng):
     scale = float(grad.abs().max())
     atol = 2 * scale * torch.finfo(dtype).eps if dtype == torch.bfloat16 else None
     torch.testing.assert_close(results[0][1], results[1][1], atol=atol, rtol=None if atol is None else 1.6e-2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_encoder_pools_before_its_tanh_as_the_paper_pools_after(dtype, rng):
+    model = build_st_autoencoder("small").to(dtype)
+    frames = torch.rand(3, 1, 16, 12, generator=rng).to(dtype)
+    paper = torch.nn.Sequential(model.encoder[0], torch.nn.Tanh(), torch.nn.MaxPool2d(2))
+    grad = torch.randn(3, model.config.encoder_channels, 8, 6, generator=rng).to(dtype)
+    results = []
+    for encoder in (model.encoder, paper):
+        leaf = frames.clone().requires_grad_()
+        out = encoder(leaf)
+        out.backward(grad)
+        results.append((out, leaf.grad))
+    assert torch.equal(results[0][0], results[1][0])
+    torch.testing.assert_close(results[0][1], results[1][1])
 
 
 def test_training_starts_from_zero_flow(rng):
