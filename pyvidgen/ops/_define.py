@@ -264,26 +264,7 @@ class DeclaredOp:
             op._setup_context(ctx, args, output)
             return output
 
-        def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
-            with torch.no_grad():
-                computed = op._autograd_backward(ctx, *grads)
-            if not torch.is_grad_enabled():
-                return computed
-            # create_graph=True: the gradients depend on the saved inputs through a backward that has no derivative
-            # of its own, so differentiating them again must fail loudly rather than treat them as constants.
-            present = [k for k, g in enumerate(computed) if g is not None]
-            error = torch._C._functions.DelayedError(
-                f"pyvidgen.{op.name}: its backward is not differentiable; a second derivative through it "
-                "(torch.autograd.grad(..., create_graph=True), then backward) is not supported".encode(),
-                len(present),
-            )
-            wrapped = _as_tuple(error(*(computed[k].detach().requires_grad_() for k in present)))
-            result = list(computed)
-            for k, g in zip(present, wrapped, strict=True):
-                result[k] = g
-            return tuple(result)
-
-        members = {"forward": staticmethod(forward), "backward": staticmethod(backward)}
+        members = {"forward": staticmethod(forward), "backward": staticmethod(op._autograd_backward)}
         return type(f"pyvidgen_{self.name}", (torch.autograd.Function,), members)
 
     def check_arguments(self, args: Sequence[Any]) -> tuple[Any, ...]:
@@ -517,11 +498,33 @@ class DeclaredOp:
         else:
             # Eager: the op's own body, without a second trip through the dispatcher (a few microseconds
             # per step, which small shapes notice).
-            computed = _as_tuple(self._backward_body(*grads, *args, needs_grad))
+            second_order = torch.is_grad_enabled()  # create_graph=True
+            with torch.no_grad():
+                computed = _as_tuple(self._backward_body(*grads, *args, needs_grad))
+            if second_order:
+                computed = self._not_differentiable_again(computed, needs_grad)
         result: list[Tensor | None] = [None] * len(self.arguments)
         for k, position in enumerate(self.tensor_positions):
             if needs_grad[k]:
                 result[position] = computed[k]
+        return tuple(result)
+
+    def _not_differentiable_again(self, computed: tuple[Tensor, ...], needs_grad: Sequence[bool]) -> tuple:
+        """``computed`` (a backward run with create_graph=True) behind a node that raises when differentiated.
+
+        The gradients depend on the saved inputs through a backward that has no derivative of its own, so a
+        second derivative through them must fail loudly rather than treat them as constants.
+        """
+        present = [k for k, wanted in enumerate(needs_grad) if wanted]
+        error = torch._C._functions.DelayedError(
+            f"pyvidgen.{self.name}: its backward is not differentiable; a second derivative through it "
+            "(torch.autograd.grad(..., create_graph=True), then backward) is not supported".encode(),
+            len(present),
+        )
+        wrapped = _as_tuple(error(*(computed[k].detach().requires_grad_() for k in present)))
+        result = list(computed)
+        for k, g in zip(present, wrapped, strict=True):
+            result[k] = g
         return tuple(result)
 
     # ----------------------------------------------------------------------------------- tools
