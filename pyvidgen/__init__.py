@@ -12,7 +12,20 @@ Quick start::
 
 from pyvidgen import nn, ops
 from pyvidgen._backend import BACKENDS, available_backends, backend, get_backend, set_backend
+from pyvidgen.output_cache import empty_output_cache, output_cache_info, set_output_cache_limit
 
 __version__ = "0.1.0"
 
-__all__ = ["BACKENDS", "__version__", "available_backends", "backend", "get_backend", "nn", "ops", "set_backend"]
+__all__ = [
+    "BACKENDS",
+    "__version__",
+    "available_backends",
+    "backend",
+    "empty_output_cache",
+    "get_backend",
+    "nn",
+    "ops",
+    "output_cache_info",
+    "set_backend",
+    "set_output_cache_limit",
+]

@@ -1,56 +1,44 @@
 // Output tensors of the C++ ops.
 //
-// A tensor of 32 MiB or more is always a fresh mmap from glibc's allocator (its largest mmap
-// threshold), so its first touch faults every 4 KiB page in: for a 128 MiB gradient that costs more
-// than the kernel that fills it (measured 42 ms to fill a fresh 128 MiB tensor, 2.6 ms a warm one).
-// Where the system grants transparent huge pages on request
-// (/sys/kernel/mm/transparent_hugepage/enabled = madvise or always), asking for them makes the first
-// touch fault 2 MiB at a time (6 ms). Smaller tensors come from the allocator's reused heap and are
-// left alone (advising heap ranges would split its mappings for nothing).
+// Large outputs come from a small cache of the ops' own. A fresh large tensor costs a page fault per
+// 4 KiB page at its first touch: glibc maps every allocation of 32 MiB or more afresh, and trims or
+// remaps smaller ones often enough, so a training step that makes the same large outputs every
+// iteration paid for faulting them in every time (a fresh 128 MiB tensor took 42 ms to fill, a warm
+// one 2.6 ms; the multiplicative unit at 16x128x32x32 ran 4x slower than its kernels). The cache
+// keeps the memory of freed outputs of kCachedBytes or more, up to a limit, and hands it to the next
+// output of the same rounded size; see output_cache.cpp. New blocks over 32 MiB also ask for
+// transparent huge pages where the system grants them on request, which makes their first touch
+// fault 2 MiB at a time.
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 
 #include <cstdint>
 
-#if defined(__linux__)
-#include <sys/mman.h>
-#endif
-
 namespace pyvidgen::outputs {
 
-constexpr int64_t kHugePageBytes = int64_t{2} << 20;
-constexpr int64_t kFreshMapBytes = int64_t{32} << 20;
+// Outputs smaller than this come from torch's allocator (glibc reuses their memory well enough).
+constexpr int64_t kCachedBytes = int64_t{4} << 20;
 
-// Ask for huge pages on the whole 2 MiB pages inside `t`'s memory (best effort: a refusal changes
-// nothing but speed).
-inline void advise_huge_pages(const at::Tensor& t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  const auto bytes = static_cast<int64_t>(t.nbytes());
-  if (bytes <= kFreshMapBytes || !t.device().is_cpu()) return;
-  const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
-  const uintptr_t mask = static_cast<uintptr_t>(kHugePageBytes - 1);
-  const uintptr_t first = (begin + mask) & ~mask, last = (begin + static_cast<uintptr_t>(bytes)) & ~mask;
-  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-#else
-  (void)t;
-#endif
-}
+// A contiguous CPU tensor of `sizes`; from the output cache when it is large.
+at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options);
 
-// at::empty_like(t) in the contiguous layout, huge pages advised.
-inline at::Tensor empty_like(const at::Tensor& t) {
-  at::Tensor out = at::empty_like(t, at::MemoryFormat::Contiguous);
-  advise_huge_pages(out);
-  return out;
-}
+// empty(t.sizes(), t.options()): contiguous whatever t's layout.
+at::Tensor empty_like(const at::Tensor& t);
 
-// at::empty(sizes, options), huge pages advised.
-inline at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
-  at::Tensor out = at::empty(sizes, options);
-  advise_huge_pages(out);
-  return out;
-}
+// What the cache holds and has done (for pyvidgen.output_cache_info).
+struct CacheInfo {
+  int64_t limit_bytes;  // most bytes of idle blocks kept
+  int64_t idle_bytes;   // bytes of freed blocks waiting for reuse
+  int64_t idle_blocks;
+  int64_t hits;    // allocations served by an idle block
+  int64_t misses;  // allocations that took new memory
+};
+
+CacheInfo cache_info();
+// Keep at most `bytes` of idle blocks (0: keep none); frees the oldest idle blocks over it.
+void set_cache_limit(int64_t bytes);
+// Frees every idle block.
+void empty_cache();
 
 }  // namespace pyvidgen::outputs

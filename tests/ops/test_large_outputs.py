@@ -1,8 +1,9 @@
 """Outputs of more than 32 MiB from the C++ ops: right values, and transparent huge pages requested.
 
-Such a tensor is a fresh mmap on every call (glibc's largest mmap threshold is 32 MiB), and faulting it
-in 4 KiB pages cost more than the kernels that fill it (csrc/ops/outputs.h); the ops ask for huge pages
-on it, which Linux records as the ``hg`` flag of the mapping in /proc/self/smaps.
+Such a tensor was a fresh mmap on every call (glibc's largest mmap threshold is 32 MiB), and faulting
+it in 4 KiB pages cost more than the kernels that fill it (csrc/ops/outputs.h). The ops now take large
+outputs from a cache of their own (tests/ops/test_output_cache.py) and ask for huge pages on each new
+block of more than 32 MiB, which Linux records as the ``hg`` flag of the mapping in /proc/self/smaps.
 """
 
 from __future__ import annotations

@@ -1,0 +1,53 @@
+"""The C++ ops' cache of large output memory.
+
+A large tensor made afresh costs a page fault per 4 KiB page the first time it is written: glibc maps
+every allocation of 32 MiB or more anew (and often trims or remaps smaller ones), so a training step
+that makes the same large outputs every iteration used to fault them all in every time. On a 2-core
+CPU that made the multiplicative unit's forward and backward at 16x128x32x32 (a 32 MiB gradient) four
+times slower than its kernels. The C++ ops (backend "cpp") therefore take outputs of 4 MiB or more
+from a cache of their own: when such an output is freed its memory waits, up to a limit, for the next
+output of the same size (rounded up to 2 MiB). Smaller outputs, and every tensor torch itself makes,
+use torch's allocator as before.
+
+The limit is 1 GiB, or an eighth of the machine's memory where that is less. The environment variable
+``PYVIDGEN_OUTPUT_CACHE_MB`` (a whole number of MiB, read the first time an op uses the cache; 0 turns
+the cache off) or :func:`set_output_cache_limit` change it; :func:`empty_output_cache` frees what the
+cache holds.
+Without the compiled extension there is nothing to cache: the info is all zeros and the other two
+functions do nothing.
+"""
+
+from __future__ import annotations
+
+from pyvidgen._backend import _load_cpp
+
+_FIELDS = ("limit_bytes", "idle_bytes", "idle_blocks", "hits", "misses")
+
+
+def output_cache_info() -> dict[str, int]:
+    """What the cache holds and has done since the extension loaded.
+
+    Returns:
+        ``limit_bytes`` (most bytes of idle blocks kept), ``idle_bytes`` and ``idle_blocks`` (freed outputs
+        waiting for reuse), ``hits`` (outputs that reused a block), ``misses`` (outputs that took new memory).
+    """
+    module, _ = _load_cpp()
+    if module is None:
+        return dict.fromkeys(_FIELDS, 0)
+    return dict(module.output_cache_info())
+
+
+def set_output_cache_limit(limit_bytes: int) -> None:
+    """Keep at most ``limit_bytes`` of idle output memory (0: keep none); frees the oldest idle blocks over it."""
+    if not isinstance(limit_bytes, int) or isinstance(limit_bytes, bool) or limit_bytes < 0:
+        raise ValueError(f"set_output_cache_limit: limit_bytes must be an int >= 0, got {limit_bytes!r}")
+    module, _ = _load_cpp()
+    if module is not None:
+        module.set_output_cache_limit(limit_bytes)
+
+
+def empty_output_cache() -> None:
+    """Free every idle block of the cache (outputs still in use keep their memory)."""
+    module, _ = _load_cpp()
+    if module is not None:
+        module.empty_output_cache()
