@@ -27,5 +27,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   });
   m.def("set_output_cache_limit", &outputs::set_cache_limit);
   m.def("empty_output_cache", &outputs::empty_cache);
+  m.def("set_cache_all_cpu_tensors", &outputs::set_cache_all_cpu_tensors);
+  m.def("cache_all_cpu_tensors", &outputs::cache_all_cpu_tensors);
   m.attr("output_cache_min_bytes") = outputs::kCachedBytes;
 }

@@ -12,7 +12,13 @@ Quick start::
 
 from pyvidgen import nn, ops
 from pyvidgen._backend import BACKENDS, available_backends, backend, get_backend, set_backend
-from pyvidgen.output_cache import empty_output_cache, output_cache_info, set_output_cache_limit
+from pyvidgen.output_cache import (
+    cache_all_cpu_tensors,
+    empty_output_cache,
+    output_cache_info,
+    set_cache_all_cpu_tensors,
+    set_output_cache_limit,
+)
 
 __version__ = "0.1.0"
 
@@ -21,11 +27,13 @@ __all__ = [
     "__version__",
     "available_backends",
     "backend",
+    "cache_all_cpu_tensors",
     "empty_output_cache",
     "get_backend",
     "nn",
     "ops",
     "output_cache_info",
     "set_backend",
+    "set_cache_all_cpu_tensors",
     "set_output_cache_limit",
 ]

@@ -15,13 +15,24 @@ the cache off) or :func:`set_output_cache_limit` change it; :func:`empty_output_
 cache holds.
 Without the compiled extension there is nothing to cache: the info is all zeros and the other two
 functions do nothing.
+
+Opt-in, :func:`set_cache_all_cpu_tensors` makes the same cache torch's CPU allocator, so that every CPU
+tensor of 4 MiB or more reuses freed memory, torch's own (convolution outputs, pooling indices,
+gradients) as well as the ops'. An eager training step that makes tensors of tens of MiB every
+iteration gains from it: the small ST-AE's step on the fused ops measured 345 -> 284 ms (2 threads,
+its 38 MB convolution outputs and gradients no longer fault). It changes where every CPU tensor's
+memory comes from for the whole process, which is why it is not the default; the ``pyvidgen train``
+command turns it on for its own process (``--no-cpu-tensor-cache`` leaves torch's allocator).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from pyvidgen._backend import _load_cpp
 
-_FIELDS = ("limit_bytes", "idle_bytes", "idle_blocks", "hits", "misses")
+_FIELDS = ("limit_bytes", "idle_bytes", "idle_blocks", "hits", "misses", "all_cpu_tensors")
 
 
 def output_cache_info() -> dict[str, int]:
@@ -29,12 +40,13 @@ def output_cache_info() -> dict[str, int]:
 
     Returns:
         ``limit_bytes`` (most bytes of idle blocks kept), ``idle_bytes`` and ``idle_blocks`` (freed outputs
-        waiting for reuse), ``hits`` (outputs that reused a block), ``misses`` (outputs that took new memory).
+        waiting for reuse), ``hits`` (allocations that reused a block), ``misses`` (allocations that took new
+        memory), ``all_cpu_tensors`` (1 while :func:`set_cache_all_cpu_tensors` has it serve every CPU tensor).
     """
     module, _ = _load_cpp()
     if module is None:
         return dict.fromkeys(_FIELDS, 0)
-    return dict(module.output_cache_info())
+    return {**module.output_cache_info(), "all_cpu_tensors": int(module.cache_all_cpu_tensors())}
 
 
 def set_output_cache_limit(limit_bytes: int) -> None:
@@ -51,3 +63,31 @@ def empty_output_cache() -> None:
     module, _ = _load_cpp()
     if module is not None:
         module.empty_output_cache()
+
+
+def set_cache_all_cpu_tensors(enabled: bool) -> None:
+    """Serve every CPU tensor of 4 MiB or more from the cache (True), or give torch its allocator back (False).
+
+    Process-wide; tensors keep the memory they were made with, so switching is safe at any time. Small tensors
+    take memory as torch's default allocator does. Raises RuntimeError when turning it on without the compiled
+    extension.
+    """
+    if not isinstance(enabled, bool):
+        raise ValueError(f"set_cache_all_cpu_tensors: enabled must be a bool, got {enabled!r}")
+    module, why = _load_cpp()
+    if module is None:
+        if enabled:
+            raise RuntimeError(f"set_cache_all_cpu_tensors: the output cache is part of the C++ extension: {why}")
+        return
+    module.set_cache_all_cpu_tensors(enabled)
+
+
+@contextlib.contextmanager
+def cache_all_cpu_tensors(enabled: bool = True) -> Iterator[None]:
+    """:func:`set_cache_all_cpu_tensors` for the ``with`` block, then back to what it was."""
+    before = bool(output_cache_info()["all_cpu_tensors"])
+    set_cache_all_cpu_tensors(enabled)
+    try:
+        yield
+    finally:
+        set_cache_all_cpu_tensors(before)

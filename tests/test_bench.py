@@ -7,6 +7,8 @@ import json
 import pytest
 import torch
 
+import pyvidgen
+from pyvidgen._backend import available_backends
 from pyvidgen.bench import cases, report, runner
 from pyvidgen.cli.main import main
 
@@ -147,7 +149,16 @@ def test_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "flow_smoothness  16x2x64x64  forward" in out and "median ms" in out
     assert (tmp_path / "bench.json").exists() and (tmp_path / "bench.png").exists()
+    assert json.loads((tmp_path / "bench.json").read_text())["machine"]["cpu_tensor_cache"] is False
     assert main(["bench", "--op", "nope", "--out", str(tmp_path), "--no-progress"]) == 2
+
+
+@pytest.mark.skipif(bool(available_backends("cpu")["cpp"]), reason="the C++ extension (and its cache) is not built")
+def test_cli_cache_cpu_tensors_is_recorded_and_undone(tmp_path):
+    argv = ["bench", "--op", "flow_smoothness", "--quick", "--mode", "forward", "--out", str(tmp_path)]
+    assert main([*argv, "--provider", "cpp", "--no-progress", "--cache-cpu-tensors"]) == 0
+    assert json.loads((tmp_path / "bench.json").read_text())["machine"]["cpu_tensor_cache"] is True
+    assert pyvidgen.output_cache_info()["all_cpu_tensors"] == 0
 
 
 @pytest.mark.slow

@@ -1,14 +1,16 @@
-// The output cache of outputs.h: a c10::Allocator whose freed blocks wait, up to a limit, for the next
-// output of the same rounded size.
+// The output cache of outputs.h: a c10::Allocator whose freed large blocks wait, up to a limit, for the
+// next allocation of the same rounded size.
 //
-// Only the ops' large outputs use it (torch's own tensors keep torch's allocator). A block is rounded
-// up to a whole number of 2 MiB, so outputs of nearby sizes share blocks; an allocation takes the most
-// recently freed block of its size (its pages are the likeliest to be in cache and TLB). Freed blocks
-// beyond the limit push out the oldest idle ones. Blocks are freed outside the lock. The cache is never
-// destroyed: tensors may outlive every static object at interpreter exit.
+// The ops' large outputs always use it; torch's own CPU tensors do only while set_cache_all_cpu_tensors
+// has made it torch's CPU allocator (opt-in: it changes where every CPU tensor's memory comes from). A
+// block is rounded up to a whole number of 2 MiB, so nearby sizes share blocks; an allocation takes the
+// most recently freed block of its size (its pages are the likeliest to be in cache and TLB). Freed
+// blocks beyond the limit push out the oldest idle ones. Blocks are freed outside the lock. The cache is
+// never destroyed: tensors may outlive every static object at interpreter exit.
 #include <ATen/EmptyTensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/alloc_cpu.h>
 #include <c10/util/Exception.h>
 
@@ -17,6 +19,7 @@
 #include <cstdlib>
 #include <deque>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #if defined(__linux__)
@@ -76,25 +79,33 @@ int64_t initial_limit() {
   return static_cast<int64_t>(mib) * kMiB;
 }
 
-struct Block {
-  void* data;
-  int64_t bytes;
-};
-
+// One allocator for every size, so that its raw deleter is the same for all of its allocations (oneDNN
+// allocates its scratch memory through the CPU allocator's raw interface): allocations of kCachedBytes or
+// more are cached blocks, smaller ones go straight to c10::alloc_cpu as with torch's default allocator.
+// Every allocation's context is its data pointer; the cached ones are found by address when freed.
 class OutputCache final : public c10::Allocator {
  public:
   OutputCache() : limit_(initial_limit()) {}
 
   c10::DataPtr allocate(size_t nbytes) override {
-    const int64_t bytes = (static_cast<int64_t>(nbytes) + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
-    Block* block = take(bytes);
-    if (block == nullptr) {
-      void* data = c10::alloc_cpu(static_cast<size_t>(bytes));
-      advise_huge_pages(data, bytes);
-      block = new Block{data, bytes};
+    void* data = nullptr;
+    if (static_cast<int64_t>(nbytes) < kCachedBytes) {
+      data = c10::alloc_cpu(nbytes);
+    } else {
+      const int64_t bytes = (static_cast<int64_t>(nbytes) + kHugePageBytes - 1) / kHugePageBytes * kHugePageBytes;
+      data = take(bytes);
+      if (data == nullptr) {
+        data = c10::alloc_cpu(static_cast<size_t>(bytes));
+        advise_huge_pages(data, bytes);
+        std::lock_guard<std::mutex> lock(mutex_);
+        live_.emplace(data, bytes);
+      }
     }
-    return {block->data, block, &OutputCache::release, c10::Device(c10::DeviceType::CPU)};
+    c10::profiledCPUMemoryReporter().New(data, nbytes);
+    return {data, data, &OutputCache::release, c10::Device(c10::DeviceType::CPU)};
   }
+
+  c10::DeleterFnPtr raw_deleter() const override { return &OutputCache::release; }
 
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     default_copy_data(dest, src, count);
@@ -106,7 +117,7 @@ class OutputCache final : public c10::Allocator {
   }
 
   void set_limit(int64_t bytes) {
-    std::vector<Block*> evicted;
+    std::vector<Idle> evicted;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       limit_ = bytes;
@@ -116,9 +127,10 @@ class OutputCache final : public c10::Allocator {
   }
 
   void clear() {
-    std::vector<Block*> evicted;
+    std::vector<Idle> evicted;
     {
       std::lock_guard<std::mutex> lock(mutex_);
+      for (const Idle& block : idle_) live_.erase(block.data);
       evicted.assign(idle_.begin(), idle_.end());
       idle_.clear();
       idle_bytes_ = 0;
@@ -126,66 +138,80 @@ class OutputCache final : public c10::Allocator {
     free_blocks(evicted);
   }
 
- private:
-  // The most recently freed idle block of exactly `bytes`, removed from the idle list; nullptr if none.
-  Block* take(int64_t bytes) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
-      if ((*it)->bytes == bytes) {
-        Block* block = *it;
-        idle_.erase(std::next(it).base());
-        idle_bytes_ -= bytes;
-        ++hits_;
-        return block;
-      }
-    }
-    ++misses_;
-    return nullptr;
-  }
-
-  static void release(void* context) { instance().give_back(static_cast<Block*>(context)); }
-
-  void give_back(Block* block) {
-    std::vector<Block*> evicted;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      idle_.push_back(block);
-      idle_bytes_ += block->bytes;
-      evict_over_limit(evicted);
-    }
-    free_blocks(evicted);
-  }
-
-  // Moves the oldest idle blocks to `evicted` until the idle bytes fit the limit. Needs the lock.
-  void evict_over_limit(std::vector<Block*>& evicted) {
-    while (idle_bytes_ > limit_ && !idle_.empty()) {
-      evicted.push_back(idle_.front());
-      idle_bytes_ -= idle_.front()->bytes;
-      idle_.pop_front();
-    }
-  }
-
-  static void free_blocks(const std::vector<Block*>& blocks) {
-    for (Block* block : blocks) {
-      c10::free_cpu(block->data);
-      delete block;
-    }
-  }
-
- public:
   static OutputCache& instance() {
     static OutputCache* cache = new OutputCache();  // never destroyed, see the file comment
     return *cache;
   }
 
  private:
+  struct Idle {
+    void* data;
+    int64_t bytes;
+  };
+
+  // The most recently freed idle block of exactly `bytes`, taken off the idle list; nullptr if none.
+  void* take(int64_t bytes) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = idle_.rbegin(); it != idle_.rend(); ++it) {
+      if (it->bytes == bytes) {
+        void* data = it->data;
+        idle_.erase(std::next(it).base());
+        idle_bytes_ -= bytes;
+        ++hits_;
+        return data;
+      }
+    }
+    ++misses_;
+    return nullptr;
+  }
+
+  static void release(void* data) {
+    c10::profiledCPUMemoryReporter().Delete(data);
+    if (!instance().give_back(data)) c10::free_cpu(data);
+  }
+
+  // Puts a cached block on the idle list (false for memory that is not one: a small allocation).
+  bool give_back(void* data) {
+    std::vector<Idle> evicted;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      const auto it = live_.find(data);
+      if (it == live_.end()) return false;
+      idle_.push_back({data, it->second});
+      idle_bytes_ += it->second;
+      evict_over_limit(evicted);
+    }
+    free_blocks(evicted);
+    return true;
+  }
+
+  // Moves the oldest idle blocks to `evicted` until the idle bytes fit the limit. Needs the lock.
+  void evict_over_limit(std::vector<Idle>& evicted) {
+    while (idle_bytes_ > limit_ && !idle_.empty()) {
+      const Idle oldest = idle_.front();
+      idle_.pop_front();
+      idle_bytes_ -= oldest.bytes;
+      live_.erase(oldest.data);
+      evicted.push_back(oldest);
+    }
+  }
+
+  static void free_blocks(const std::vector<Idle>& blocks) {
+    for (const Idle& block : blocks) c10::free_cpu(block.data);
+  }
+
   std::mutex mutex_;
-  std::deque<Block*> idle_;  // oldest first
+  std::unordered_map<void*, int64_t> live_;  // every cached block, in use or idle -> its bytes
+  std::deque<Idle> idle_;                    // oldest first
   int64_t limit_;
   int64_t idle_bytes_ = 0;
   int64_t hits_ = 0;
   int64_t misses_ = 0;
 };
+
+// The allocator torch's CPU tensors had before set_cache_all_cpu_tensors(true), nullptr while it is off.
+c10::Allocator* g_previous_cpu_allocator = nullptr;
+std::mutex g_install_mutex;
 
 }  // namespace
 
@@ -210,5 +236,22 @@ void set_cache_limit(int64_t bytes) {
 }
 
 void empty_cache() { OutputCache::instance().clear(); }
+
+void set_cache_all_cpu_tensors(bool enabled) {
+  std::lock_guard<std::mutex> lock(g_install_mutex);
+  OutputCache* cache = &OutputCache::instance();
+  if (enabled && g_previous_cpu_allocator == nullptr) {
+    g_previous_cpu_allocator = c10::GetCPUAllocator();
+    c10::SetCPUAllocator(cache, /*priority=*/255);
+  } else if (!enabled && g_previous_cpu_allocator != nullptr) {
+    c10::SetCPUAllocator(g_previous_cpu_allocator, /*priority=*/255);
+    g_previous_cpu_allocator = nullptr;
+  }
+}
+
+bool cache_all_cpu_tensors() {
+  std::lock_guard<std::mutex> lock(g_install_mutex);
+  return g_previous_cpu_allocator != nullptr;
+}
 
 }  // namespace pyvidgen::outputs

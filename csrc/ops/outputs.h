@@ -41,4 +41,9 @@ void set_cache_limit(int64_t bytes);
 // Frees every idle block.
 void empty_cache();
 
+// Makes the cache torch's CPU allocator (true), so that every CPU tensor of kCachedBytes or more reuses
+// freed memory, or gives torch its allocator back (false). Tensors keep the memory they were made with.
+void set_cache_all_cpu_tensors(bool enabled);
+bool cache_all_cpu_tensors();
+
 }  // namespace pyvidgen::outputs

@@ -55,6 +55,8 @@ def machine_info(device: torch.device | str = "cpu") -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "cpu_threads": torch.get_num_threads(),
         "cpp_capability": getattr(cpp, "cpu_capability", None) if cpp is not None else None,
+        # Whether every large CPU tensor came from pyvidgen's cache (bench --cache-cpu-tensors).
+        "cpu_tensor_cache": bool(pyvidgen.output_cache_info()["all_cpu_tensors"]),
         "device": str(device),
         "device_name": _cpu_name(),
         "cuda": torch.version.cuda,

@@ -116,6 +116,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="values in a sweep point's (B, C, H, W) tensor (default 2^21 = 2097152); B = max(1, N // (C H W))",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the sizes that would be timed and exit")
+    parser.add_argument(
+        "--cache-cpu-tensors",
+        action="store_true",
+        help="serve every CPU tensor of 4 MiB or more from pyvidgen's cache of freed memory, for every provider "
+        "alike (pyvidgen.set_cache_all_cpu_tensors; `pyvidgen train` does this by default)",
+    )
 
 
 def _plan(args: argparse.Namespace, ops: list[str], device: Any) -> tuple[dict | None, list[str] | None, tuple | None]:
@@ -144,6 +150,15 @@ def _print_plan(shapes: dict, ops: list[str], quick: bool) -> None:
 
 def run_bench(args: argparse.Namespace) -> int:
     """Run the sub-command; 0 on success, 2 on bad arguments."""
+    from pyvidgen.output_cache import cache_all_cpu_tensors
+
+    if args.cache_cpu_tensors:
+        with cache_all_cpu_tensors():
+            return _run_bench(args)
+    return _run_bench(args)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
     import torch
 
     from pyvidgen.bench import cases, report, roofline, runner, sweep, sweep_report
@@ -259,7 +274,8 @@ def _run_models(args: argparse.Namespace, device: Any) -> int:
     machine = report.machine_info(device)
     print(
         f"pyvidgen bench --models on {machine['device_name']} ({device}, {machine['cpu_threads']} CPU threads, "
-        f"torch {machine['torch']}): one training step (forward, backward, RMSprop), median ms over interleaved "
+        f"torch {machine['torch']}{', CPU tensor cache' if machine['cpu_tensor_cache'] else ''}): one training step "
+        "(forward, backward, RMSprop), median ms over interleaved "
         "runs; fused is Nx faster = this provider's median / the eager fused median; |dloss|, |dgrad| against the "
         "usual eager model"
     )

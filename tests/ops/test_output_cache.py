@@ -35,11 +35,12 @@ BLOCK = 6 * MIB
 
 @pytest.fixture(autouse=True)
 def _fresh_cache():
-    """Each test starts with an empty cache at the default limit and leaves it so."""
+    """Each test starts with an empty cache at the default limit, torch's own allocator, and leaves it so."""
     limit = pyvidgen.output_cache_info()["limit_bytes"]
     pyvidgen.empty_output_cache()
     yield
     gc.collect()
+    pyvidgen.set_cache_all_cpu_tensors(False)
     pyvidgen.set_output_cache_limit(limit)
     pyvidgen.empty_output_cache()
 
@@ -179,7 +180,67 @@ def test_set_output_cache_limit_rejects_what_is_not_a_byte_count(bad):
 
 def test_without_the_extension_the_api_reports_nothing_cached(monkeypatch):
     monkeypatch.setattr(output_cache, "_load_cpp", lambda: (None, "not built"))
-    fields = ("limit_bytes", "idle_bytes", "idle_blocks", "hits", "misses")
+    fields = ("limit_bytes", "idle_bytes", "idle_blocks", "hits", "misses", "all_cpu_tensors")
     assert pyvidgen.output_cache_info() == dict.fromkeys(fields, 0)
     pyvidgen.set_output_cache_limit(0)
     pyvidgen.empty_output_cache()
+    pyvidgen.set_cache_all_cpu_tensors(False)
+    with pytest.raises(RuntimeError, match="set_cache_all_cpu_tensors: the output cache is part of the C"):
+        pyvidgen.set_cache_all_cpu_tensors(True)
+
+
+# ---------------------------------------------------------------------------------- every CPU tensor (opt-in)
+
+
+def test_caching_all_cpu_tensors_serves_torch_s_own_tensors_until_turned_off():
+    big = torch.empty(LARGE)
+    assert pyvidgen.output_cache_info()["idle_blocks"] == 0
+    del big  # made by torch's allocator: not the cache's
+    assert pyvidgen.output_cache_info()["idle_blocks"] == 0
+    with pyvidgen.cache_all_cpu_tensors():
+        assert pyvidgen.output_cache_info()["all_cpu_tensors"] == 1
+        first = torch.full(LARGE, float("nan"))
+        address = first.data_ptr()
+        small = torch.ones(3, 5)  # below the threshold: torch's way, freed by the same allocator
+        del first
+        again = torch.zeros(LARGE)
+        assert again.data_ptr() == address and torch.count_nonzero(again).item() == 0
+    assert pyvidgen.output_cache_info()["all_cpu_tensors"] == 0
+    del again, small  # made while on, freed while off: back to the cache, the small one to the system
+    assert pyvidgen.output_cache_info()["idle_blocks"] == 1
+    after = torch.empty(LARGE)
+    assert after.data_ptr() != address  # torch's allocator again
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_convolutions_and_training_steps_agree_with_the_cache_on(cached, rng):
+    # oneDNN takes its scratch memory through the CPU allocator's raw interface; a conv of 4+ MiB tensors
+    # and its backward exercise both paths.
+    x = torch.randn(4, 16, 128, 128, generator=rng)  # 4 MiB
+    weight = torch.randn(32, 16, 3, 3, generator=rng)
+    results = []
+    for on in (False, cached):
+        with pyvidgen.cache_all_cpu_tensors(on):
+            xs, ws = x.clone().requires_grad_(), weight.clone().requires_grad_()
+            y = torch.nn.functional.conv2d(xs, ws, padding=1)
+            y.square().sum().backward()
+            results.append((y.detach(), xs.grad, ws.grad))
+    for got, wanted in zip(results[1], results[0], strict=True):
+        torch.testing.assert_close(got, wanted, rtol=0, atol=0)
+
+
+def test_cache_all_cpu_tensors_restores_the_state_it_found():
+    with pyvidgen.cache_all_cpu_tensors():
+        with pyvidgen.cache_all_cpu_tensors(False):
+            assert pyvidgen.output_cache_info()["all_cpu_tensors"] == 0
+        assert pyvidgen.output_cache_info()["all_cpu_tensors"] == 1
+        with pytest.raises(KeyError), pyvidgen.cache_all_cpu_tensors():
+            raise KeyError("inside")
+        assert pyvidgen.output_cache_info()["all_cpu_tensors"] == 1
+    assert pyvidgen.output_cache_info()["all_cpu_tensors"] == 0
+
+
+@pytest.mark.parametrize("bad", [1, None, "yes"])
+def test_set_cache_all_cpu_tensors_rejects_what_is_not_a_bool(bad):
+    with pytest.raises(ValueError, match="enabled must be a bool, got"):
+        pyvidgen.set_cache_all_cpu_tensors(bad)

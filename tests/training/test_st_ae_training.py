@@ -7,11 +7,13 @@ import os
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from pyvidgen._backend import available_backends
 from pyvidgen.training.loop import StepSampler, load_checkpoint, train
 from pyvidgen.training.st_ae import STAETask
 from tests.training import ddp_worker
@@ -122,3 +124,22 @@ def test_cli_train_under_torchrun_and_sample(tmp_path):
     assert sample.returncode == 0, sample.stderr[-2000:]
     assert (out / "rollout.png").is_file() and (out / "rollout.gif").is_file()
     assert "copy-last-frame" in sample.stdout
+
+
+@pytest.mark.skipif(bool(available_backends("cpu")["cpp"]), reason="the C++ extension (and its cache) is not built")
+@pytest.mark.parametrize(("flags", "cached"), [((), 1), (("--no-cpu-tensor-cache",), 0)])
+def test_cli_train_caches_large_cpu_tensors_while_it_trains(monkeypatch, tmp_path, flags, cached):
+    import pyvidgen
+    import pyvidgen.training.loop as loop
+    from pyvidgen.cli.main import main
+
+    seen = []
+
+    def fake_train(task, config):
+        seen.append(pyvidgen.output_cache_info()["all_cpu_tensors"])
+        return SimpleNamespace(metrics={})
+
+    monkeypatch.setattr(loop, "train", fake_train)
+    assert main(["train", "st-ae", "--steps", "1", "--out", str(tmp_path), "--no-progress", *flags]) == 0
+    assert seen == [cached]
+    assert pyvidgen.output_cache_info()["all_cpu_tensors"] == 0  # torch's allocator again afterwards
