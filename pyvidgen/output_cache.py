@@ -9,7 +9,7 @@ from a cache of their own: when such an output is freed its memory waits, up to 
 output of the same size (rounded up to 2 MiB). Smaller outputs, and every tensor torch itself makes,
 use torch's allocator as before.
 
-The limit is 1 GiB, or an eighth of the machine's memory where that is less. The environment variable
+The limit is an eighth of the machine's memory (1 GiB where that is unknown). The environment variable
 ``PYVIDGEN_OUTPUT_CACHE_MB`` (a whole number of MiB, read the first time an op uses the cache; 0 turns
 the cache off) or :func:`set_output_cache_limit` change it; :func:`empty_output_cache` frees what the
 cache holds.

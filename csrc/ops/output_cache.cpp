@@ -36,7 +36,8 @@ constexpr int64_t kMiB = int64_t{1} << 20;
 constexpr int64_t kHugePageBytes = 2 * kMiB;
 // glibc's largest mmap threshold: allocations of this size or more are always fresh mappings.
 constexpr int64_t kFreshMapBytes = 32 * kMiB;
-constexpr int64_t kDefaultLimitBytes = 1024 * kMiB;
+// The limit where the machine's memory is unknown.
+constexpr int64_t kFallbackLimitBytes = 1024 * kMiB;
 
 // Ask for huge pages on the whole 2 MiB pages inside [data, data + bytes) of a new block over 32 MiB (best
 // effort: a refusal changes nothing but speed). Not at exactly 32 MiB: such a block measured 3x slower with
@@ -54,14 +55,15 @@ void advise_huge_pages(void* data, int64_t bytes) {
 #endif
 }
 
-// The default limit: 1 GiB, or an eighth of the machine's memory where that is less.
+// The default limit: an eighth of the machine's memory. Idle blocks are what one training step freed, so
+// the limit only binds where the step's large tensors outgrow it (the small VPN's step frees about 1 GiB
+// of them) or where sizes keep changing.
 int64_t default_limit() {
-  int64_t limit = kDefaultLimitBytes;
 #if defined(__linux__)
   const long pages = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGE_SIZE);
-  if (pages > 0 && page_size > 0) limit = std::min(limit, static_cast<int64_t>(pages) * page_size / 8);
+  if (pages > 0 && page_size > 0) return static_cast<int64_t>(pages) * page_size / 8;
 #endif
-  return limit;
+  return kFallbackLimitBytes;
 }
 
 // PYVIDGEN_OUTPUT_CACHE_MB (a whole number of MiB, 0 turns the cache off), else the default.
