@@ -12,7 +12,9 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/ScalarType.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace pyvidgen::outputs {
@@ -25,6 +27,29 @@ at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options);
 
 // empty(t.sizes(), t.options()): contiguous whatever t's layout.
 at::Tensor empty_like(const at::Tensor& t);
+
+// A kernel's growable work buffer of T, from the same cache when large: a call that needs megabytes of
+// scratch (a ring of pixel-major rows) then neither faults fresh pages in nor zero-fills them, as a
+// std::vector would on every call. Growing keeps nothing: callers fill what they read.
+template <typename T>
+class Scratch {
+ public:
+  size_t size() const { return size_; }
+  T* data() const { return data_; }
+  T* begin() const { return data_; }
+  // At least `count` elements (contents undefined).
+  void resize(size_t count) {
+    if (count <= size_) return;
+    buffer_ = empty({static_cast<int64_t>(count)}, at::TensorOptions().dtype(c10::CppTypeToScalarType<T>::value));
+    data_ = buffer_.mutable_data_ptr<T>();
+    size_ = count;
+  }
+
+ private:
+  at::Tensor buffer_;
+  T* data_ = nullptr;
+  size_t size_ = 0;
+};
 
 // What the cache holds and has done (for pyvidgen.output_cache_info).
 struct CacheInfo {

@@ -28,6 +28,7 @@
 
 #include "ops/cpu/flow_warp_geometry.h"
 #include "ops/cpu/flow_warp_kernel.h"
+#include "ops/outputs.h"
 
 namespace pyvidgen::cpu {
 namespace {
@@ -209,7 +210,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& flow, at::Tensor& out, 
 
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
     ImageGeometry<T> geo(rows * width);
-    std::vector<T> source;                        // pixel-major rows of x, + the zero sink pixel
+    outputs::Scratch<T> source;                   // pixel-major rows of x, + the zero sink pixel
     std::vector<T> result(rows * width * stride);  // pixel-major output of one band
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks, c0 = (item % chunks) * chunk;
@@ -218,7 +219,7 @@ void forward_impl(const at::Tensor& x, const at::Tensor& flow, at::Tensor& out, 
       const T* flow_v = flow_u + pixels;
       const RowRing ring(height, rows, vertical_reach(flow_v, pixels, normalized, scale_y, height));
       const int64_t sink = ring.slots * width;
-      source.resize(std::max<size_t>(source.size(), (sink + 1) * stride));
+      source.resize((sink + 1) * stride);
       std::fill(source.begin() + sink * stride, source.begin() + (sink + 1) * stride, T(0));
       const T* x_item = x_data + (b * channels + c0) * pixels;
       int64_t ready = 0;  // rows [0, ready) have been copied into the ring
@@ -298,7 +299,7 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
   T* gflow_data = nullptr;
   if (grad_flow) {
     if (chunks > 1) {
-      partial = at::empty({batch, chunks, 2, height, width}, flow.options());
+      partial = outputs::empty({batch, chunks, 2, height, width}, flow.options());
       gflow_data = partial.mutable_data_ptr<T>();
     } else {
       gflow_data = grad_flow->mutable_data_ptr<T>();
@@ -311,9 +312,9 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
 
   at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
     ImageGeometry<T> geo(rows * width);
-    std::vector<T> source;                                 // rows of x, pixel-major, + zero sink
+    outputs::Scratch<T> source;                            // rows of x, pixel-major, + zero sink
     std::vector<T> upstream(rows * width * stride, T(0));  // grad_out of one band, pixel-major
-    std::vector<T> accum;                                  // rows of grad_x, pixel-major, + sink
+    outputs::Scratch<T> accum;                             // rows of grad_x, pixel-major, + sink
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / chunks, chunk_index = item % chunks;
       const int64_t c0 = chunk_index * chunk, count = std::min(chunk, channels - c0);
@@ -323,10 +324,10 @@ void backward_impl(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
       const int64_t sink = ring.slots * width;
       const size_t buffer = (sink + 1) * stride;
       if (gflow_data) {
-        source.resize(std::max(source.size(), buffer));
+        source.resize(buffer);
         std::fill(source.begin() + sink * stride, source.begin() + (sink + 1) * stride, T(0));
       }
-      if (gx_data) accum.resize(std::max(accum.size(), buffer));
+      if (gx_data) accum.resize(buffer);
       const T* x_item = x_data + (b * channels + c0) * pixels;
       T* gx_item = gx_data ? gx_data + (b * channels + c0) * pixels : nullptr;
       // Rows [0, ready) of x are in the source ring; rows [flushed, zeroed) of grad_x are in the
