@@ -34,6 +34,8 @@ def run_demo(out_dir: str = "bench-results", seconds: float = 0.5, train_steps: 
 
     if train_steps > 0:
         print(f"\n== train: the small spatio-temporal video autoencoder, {train_steps} steps on bouncing digits")
+        from pyvidgen._backend import _load_cpp
+        from pyvidgen.output_cache import cache_all_cpu_tensors
         from pyvidgen.training.loop import TrainConfig, train
         from pyvidgen.training.st_ae import STAETask
 
@@ -46,7 +48,9 @@ def run_demo(out_dir: str = "bench-results", seconds: float = 0.5, train_steps: 
             eval_batches=4,
             options={"seq_len": 10},
         )
-        metrics = train(STAETask(), config).metrics
+        # As `pyvidgen train` does: large CPU tensors reuse freed memory while it trains.
+        with cache_all_cpu_tensors(_load_cpp()[0] is not None):
+            metrics = train(STAETask(), config).metrics
         print(
             f"held-out next-frame MSE {metrics['next_frame_mse']:.4f}, copy-last-frame {metrics['copy_last_mse']:.4f} "
             f"({100 * (1 - metrics['next_frame_vs_copy_last']):.0f}% lower), {metrics['samples_per_s']:.1f} videos/s"
