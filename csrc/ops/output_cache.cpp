@@ -14,10 +14,10 @@
 #include <c10/core/impl/alloc_cpu.h>
 #include <c10/util/Exception.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <deque>
+#include <iterator>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -168,6 +168,7 @@ class OutputCache final : public c10::Allocator {
   }
 
   static void release(void* data) {
+    if (data == nullptr) return;  // an empty allocation
     c10::profiledCPUMemoryReporter().Delete(data);
     if (!instance().give_back(data)) c10::free_cpu(data);
   }
