@@ -19,10 +19,11 @@ functions do nothing.
 Opt-in, :func:`set_cache_all_cpu_tensors` makes the same cache torch's CPU allocator, so that every CPU
 tensor of 4 MiB or more reuses freed memory, torch's own (convolution outputs, pooling indices,
 gradients) as well as the ops'. An eager training step that makes tensors of tens of MiB every
-iteration gains from it: the small ST-AE's step on the fused ops measured 345 -> 284 ms (2 threads,
-its 38 MB convolution outputs and gradients no longer fault). It changes where every CPU tensor's
-memory comes from for the whole process, which is why it is not the default; the ``pyvidgen train``
-command turns it on for its own process (``--no-cpu-tensor-cache`` leaves torch's allocator).
+iteration gains from it: the small ST-AE's step on the fused ops measured 382-477 -> 344-346 ms (2
+threads, separate processes; its 38 MB convolution outputs and gradients no longer fault). It changes
+where every CPU tensor's memory comes from for the whole process, which is why it is not the default;
+the ``pyvidgen train`` command turns it on for its own process (``--no-cpu-tensor-cache`` leaves
+torch's allocator).
 """
 
 from __future__ import annotations

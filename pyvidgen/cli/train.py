@@ -115,7 +115,7 @@ def run_train(args: argparse.Namespace) -> int:
         options={"seq_len": args.seq_len, **dict(args.option)},
     )
     # Training is what the process is for: every step's large tensors (activations, gradients) reuse freed
-    # memory instead of faulting fresh pages in (the small ST-AE's CPU step 345 -> 284 ms).
+    # memory instead of faulting fresh pages in (the small ST-AE's CPU step 382-477 -> 344-346 ms).
     with cache_all_cpu_tensors(not args.no_cpu_tensor_cache and _load_cpp()[0] is not None):
         result = train(make_task(args.task), config).metrics
     import torch.distributed as dist
