@@ -12,9 +12,8 @@ use torch's allocator as before.
 The limit is an eighth of the machine's memory (1 GiB where that is unknown). The environment variable
 ``PYVIDGEN_OUTPUT_CACHE_MB`` (a whole number of MiB, read the first time an op uses the cache; 0 turns
 the cache off) or :func:`set_output_cache_limit` change it; :func:`empty_output_cache` frees what the
-cache holds.
-Without the compiled extension there is nothing to cache: the info is all zeros and the other two
-functions do nothing.
+cache holds. Without the compiled extension there is nothing to cache: the info is all zeros, and the
+other functions do nothing (turning the cache on for every CPU tensor raises).
 
 Opt-in, :func:`set_cache_all_cpu_tensors` makes the same cache torch's CPU allocator, so that every CPU
 tensor of 4 MiB or more reuses freed memory, torch's own (convolution outputs, pooling indices,

@@ -34,7 +34,6 @@ at::Tensor empty_like(const at::Tensor& t);
 template <typename T>
 class Scratch {
  public:
-  size_t size() const { return size_; }
   T* data() const { return data_; }
   T* begin() const { return data_; }
   // At least `count` elements (contents undefined).
