@@ -45,9 +45,8 @@ at::Tensor masked_conv2d_forward(const at::Tensor& x, const at::Tensor& weight, 
   if (x.numel() == 0) {
     return at::zeros({x.size(0), weight.size(0), x.size(2), x.size(3)}, x.options());
   }
-  return cpu::masked_conv2d_forward_kernel(x.contiguous(), weight.contiguous(), checks::contiguous(bias), type_a,
-                                           color_groups, dilation)
-      .contiguous();
+  return cpu::masked_conv2d_forward_kernel(x, weight.contiguous(), checks::contiguous(bias), type_a, color_groups,
+                                           dilation);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward(
@@ -64,7 +63,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward(
     grads = {at::zeros_like(x, at::MemoryFormat::Contiguous), at::zeros_like(weight, at::MemoryFormat::Contiguous),
              bias.has_value() ? at::zeros_like(*bias) : at::Tensor()};
   } else {
-    grads = cpu::masked_conv2d_backward_kernel(grad_out.contiguous(), x.contiguous(), weight.contiguous(),
+    grads = cpu::masked_conv2d_backward_kernel(grad_out, x, weight.contiguous(),
                                                bias.has_value(), type_a, color_groups, dilation, needs_grad);
   }
   const at::Tensor& like_bias = bias.has_value() ? *bias : x;

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import pyvidgen
 from pyvidgen.kernels.reference import masked_conv2d as reference
 from pyvidgen.ops import OPS, masked_conv2d
-from pyvidgen.testing import check_causal, run_backend
+from pyvidgen.testing import check_backend, check_causal, run_backend
 from tests.conftest import DEVICE, kernel_backends
-from tests.ops.op_tester import OpTester
+from tests.ops.op_tester import OpTester, assert_ok, to_layout
 from tests.oracles.conv_oracles import masked_conv2d_oracle, tap_visible
 
 BACKENDS = [b for b in kernel_backends() if b in OPS["masked_conv2d"].spec.backends]
@@ -101,6 +103,57 @@ def test_causal_receptive_field(backend, mask_type, groups, dilation):
     assert not report["violations"]
     # Stacked masked convolutions never see some earlier pixels up and to the right: the known blind spot.
     assert report["blind_spot"] > 0
+
+
+# The C++ kernel runs float32 convolutions in channels-last from this many values of x and the output
+# together (use_channels_last in csrc/ops/cpu/masked_conv2d_kernel.cpp); below it, in NCHW.
+CHANNELS_LAST_VALUES = 1 << 18
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ extension is not built")
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    channels=st.sampled_from([(3, 64), (13, 21), (64, 64), (64, 3), (16, 3)]),
+    side=st.tuples(st.integers(1, 40), st.integers(1, 45)),
+    kernel=st.sampled_from([1, 3, 5, 7]),
+    variant=st.sampled_from(OPS["masked_conv2d"].spec.samples.variants),
+    layout=st.sampled_from(["contiguous", "channels_last", "sliced"]),
+    magnitude=st.sampled_from([1.0, 1e3, 1e30]),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_channels_last_path_matches_the_reference(channels, side, kernel, variant, layout, magnitude, seed):
+    """float32 above the channels-last threshold: odd channel counts and sides (the tiled transposes' edges),
+    every mask variant, NCHW / channels_last / sliced inputs, large magnitudes; values and every gradient."""
+    op = OPS["masked_conv2d"]
+    (cin, cout), (height, width) = channels, side
+    batch = -(-CHANNELS_LAST_VALUES // (height * width * (cin + cout)))  # just past the threshold
+    rng = torch.Generator().manual_seed(seed)
+    args = op.sample(
+        (batch, cin, height, width, cout, kernel),
+        dtype=torch.float32,
+        device=DEVICE,
+        generator=rng,
+        variant=variant,
+        magnitude=magnitude,
+    )
+    result = check_backend(op, "cpp", tuple(to_layout(a, layout) for a in args), rng)
+    assert_ok(result, f"{(batch, cin, height, width, cout, kernel)} {variant.name} {layout} magnitude={magnitude}")
+
+
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ extension is not built")
+@pytest.mark.parametrize(
+    "needs", [(True, False, False), (False, True, False), (False, False, True), (True, True, True)]
+)
+def test_channels_last_path_each_gradient(needs, rng):
+    """The channels-last backward computes the gradient of x and those of the weight and bias apart."""
+    op = OPS["masked_conv2d"]
+    args = op.sample((8, 16, 32, 32, 16, 5), dtype=torch.float32, device=DEVICE, generator=rng)
+    grads = (torch.randn(8, 16, 32, 32, generator=rng),)
+    actual = run_backend(op, "cpp", args, grads, needs)
+    expected = run_backend(op, "reference", args, grads, needs)
+    assert actual.keys() == expected.keys()
+    for name in expected:
+        torch.testing.assert_close(actual[name], expected[name], **op.tolerance(name, args, torch.float32))
 
 
 @pytest.mark.parametrize(

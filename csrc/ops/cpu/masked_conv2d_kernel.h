@@ -1,5 +1,6 @@
 // CPU masked convolution (csrc/ops/cpu/masked_conv2d_kernel.cpp): the visible kernel rows as one dense
-// convolution (oneDNN through ATen) over the input padded above and at the sides.
+// convolution (oneDNN through ATen) over the input padded above and at the sides. x and grad_out may have
+// any strides; the results are contiguous.
 #pragma once
 
 #include <ATen/core/Tensor.h>
