@@ -28,6 +28,7 @@
 
 #include "ops/cpu/flow_warp_geometry.h"
 #include "ops/cpu/flow_warp_kernel.h"
+#include "ops/cpu/layout_copy.h"
 #include "ops/outputs.h"
 
 namespace pyvidgen::cpu {
@@ -45,26 +46,13 @@ int64_t chunk_channels(int64_t batch, int64_t channels) {
 }
 
 // Copies the first `pixels` pixels of `count` channel planes (plane[c * plane_size + p]) to a
-// pixel-major buffer (buffer[p * stride + c]) or back, in 8x8 register transposes. Channel tiles are
-// the outer loop so that eight planes stream front to back at a time, which the prefetcher follows.
+// pixel-major buffer (buffer[p * stride + c]) or back, eight planes at a time (transpose_tiles).
 template <bool kToPixelMajor, typename T>
 void copy_tiles(const T* src, T* dst, int64_t count, int64_t pixels, int64_t plane_size, int64_t stride) {
-  constexpr int64_t kTile = 8;
-  const int64_t ld_src = kToPixelMajor ? plane_size : stride, ld_dst = kToPixelMajor ? stride : plane_size;
-  for (int64_t c = 0; c < count; c += kTile) {
-    const int64_t nc = std::min(kTile, count - c);
-    for (int64_t p = 0; p < pixels; p += kTile) {
-      const int64_t np = std::min(kTile, pixels - p);
-      const T* from = kToPixelMajor ? src + c * plane_size + p : src + p * stride + c;
-      T* to = kToPixelMajor ? dst + p * stride + c : dst + c * plane_size + p;
-      if constexpr (std::is_same_v<T, float>) {
-        if (np == kTile && nc == kTile) {
-          at::vec::transpose_mxn<float, 8, 8>(from, ld_src, to, ld_dst);
-          continue;
-        }
-      }
-      at::vec::transpose_mxn<T>(from, ld_src, to, ld_dst, kToPixelMajor ? nc : np, kToPixelMajor ? np : nc);
-    }
+  if constexpr (kToPixelMajor) {
+    transpose_tiles(src, plane_size, dst, stride, count, pixels, /*plane_rows=*/true);
+  } else {
+    transpose_tiles(src, stride, dst, plane_size, pixels, count, /*plane_rows=*/false);
   }
 }
 
