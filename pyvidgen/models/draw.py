@@ -149,7 +149,9 @@ class DRAW(nn.Module):
         h_enc, c_enc = self._zeros(x, cfg.encoder_size), self._zeros(x, cfg.encoder_size)
         h_dec, c_dec = self._zeros(x, cfg.decoder_size), self._zeros(x, cfg.decoder_size)
         canvas = torch.zeros_like(x)
-        kl = log_ratio = x.new_zeros(x.shape[0], dtype=torch.promote_types(x.dtype, torch.float32))
+        # The posterior's statistics (and draws) of every glimpse; the KL and the importance log-ratios are
+        # computed once over all of them after the loop: a handful of operations instead of a handful per glimpse.
+        means, logvars, draws = [], [], []
         canvases, reads, writes = [], [], []
         for _ in range(cfg.glimpses):
             if record and cfg.attention:
@@ -158,21 +160,27 @@ class DRAW(nn.Module):
             r = self.heads.read(x, x_hat, h_dec)
             h_enc, c_enc = self.encoder(torch.cat((r, h_dec.to(r.dtype)), dim=1), (h_enc, c_enc))
             # The Gaussian's statistics in at least float32: under autocast exp(logvar) of a bf16 logvar is coarse.
-            stats = self.posterior(h_enc)
-            mean, logvar = stats.to(kl.dtype).chunk(2, dim=-1)
+            mean, logvar = self.posterior(h_enc).to(torch.promote_types(x.dtype, torch.float32)).chunk(2, dim=-1)
             z = reparameterize(mean, logvar, generator)
-            kl = kl + gaussian_kl(mean, logvar)
+            means.append(mean)
+            logvars.append(logvar)
             if weights:
-                prior = torch.zeros_like(z)
-                log_ratio = log_ratio + gaussian_log_prob(z, prior, prior) - gaussian_log_prob(z, mean, logvar)
+                draws.append(z)
             h_dec, c_dec = self.decoder(z, (h_dec, c_dec))
             canvas = canvas + self.heads.write(h_dec)
             if record:
                 if cfg.attention:
                     writes.append(self.heads.params(h_dec, "write").stacked())
                 canvases.append(torch.sigmoid(canvas))
+        mean, logvar = torch.stack(means, dim=1), torch.stack(logvars, dim=1)  # (B, T, z_size)
+        kl = gaussian_kl(mean, logvar)
+        log_ratio = None
+        if weights:
+            z = torch.stack(draws, dim=1)
+            prior = torch.zeros_like(z)
+            log_ratio = gaussian_log_prob(z, prior, prior) - gaussian_log_prob(z, mean, logvar)
         steps = self._steps(canvases, writes, reads) if record else None
-        return _Pass(canvas, kl, log_ratio if weights else None, steps)
+        return _Pass(canvas, kl, log_ratio, steps)
 
     def _steps(self, canvases: list[Tensor], writes: list[Tensor], reads: list[Tensor]) -> DrawSteps:
         return DrawSteps(
