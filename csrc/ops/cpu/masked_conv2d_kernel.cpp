@@ -142,11 +142,15 @@ std::array<at::Tensor, 3> masked_conv2d_backward_kernel(const at::Tensor& grad_o
                                                  {dilation, dilation}, false, {0, 0}, 1));
       grad = grad_padded.narrow(2, 0, height).narrow(3, reach, width);
     }
-    if (needs_grad[1] || (needs_grad[2] && has_bias)) {
+    // The bias gradient as a plain sum of grad_out: oneDNN's channels-last weight gradient computes it
+    // in a slower extra pass (4.6% of a 3x3 layer's time in a profile), and a call that wants only the
+    // bias gradient then skips the convolution.
+    if (needs_grad[2] && has_bias) grad_bias = grad_out.sum({0, 2, 3});
+    if (needs_grad[1]) {
       grad = pad_channels_last(grad.defined() ? grad : grad_out, 0, 0, 0);
-      std::tie(std::ignore, grad_rows, grad_bias) = at::convolution_backward(
-          grad, pad_channels_last(x, reach, 0, reach), rows.contiguous(at::MemoryFormat::ChannelsLast), bias_arg,
-          {1, 1}, {0, 0}, {dilation, dilation}, false, {0, 0}, 1, {false, needs_grad[1], needs_grad[2] && has_bias});
+      grad_rows = std::get<1>(at::convolution_backward(
+          grad, pad_channels_last(x, reach, 0, reach), rows.contiguous(at::MemoryFormat::ChannelsLast), std::nullopt,
+          {1, 1}, {0, 0}, {dilation, dilation}, false, {0, 0}, 1, {false, true, false}));
     }
   } else {
     at::Tensor grad_padded;
