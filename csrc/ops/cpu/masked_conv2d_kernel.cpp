@@ -11,9 +11,10 @@
 // input is transposed into a padded NHWC buffer, and the results back, by a tiled copy (layout_copy.h)
 // into buffers from the output cache. The gradient of x is a forward convolution of the gradient (padded
 // below and at the sides) with the visible rows flipped and their channels swapped, which measured
-// faster than oneDNN's backward-data. At 16x64x32x32, fwd+bwd against the dense masked convolution:
-// 7x7 mask A 1.3-1.4x -> 1.7x, 3x3 mask B 0.8-1.0x -> 1.4-1.5x; an RGB first layer (3 -> 64 channels,
-// 64x64, 7x7) 1.1x -> 1.6x (interleaved, this machine's noise included).
+// faster than oneDNN's backward-data. At 16x64x32x32, fwd+bwd against the dense masked convolution,
+// alternating call by call with every tensor on the output cache (so that neither side pays page faults):
+// 7x7 mask A 1.6x, 3x3 mask B 1.1-1.2x. With torch's allocator, where the dense convolution's fresh
+// buffers fault in, 1.7-1.8x and 1.5-1.7x (this path in NCHW measured 1.3-1.4x and 0.8-1.0x there).
 #include "ops/cpu/masked_conv2d_kernel.h"
 
 #include <ATen/ATen.h>
