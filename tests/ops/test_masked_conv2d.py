@@ -156,6 +156,40 @@ def test_channels_last_path_each_gradient(needs, rng):
         torch.testing.assert_close(actual[name], expected[name], **op.tolerance(name, args, torch.float32))
 
 
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ extension is not built")
+def test_channels_last_path_at_512(rng):
+    """An RGB first layer on one 512x512 image (3 -> 8 channels, 7x7 mask A in colour groups), past the threshold."""
+    op = OPS["masked_conv2d"]
+    variant = next(v for v in op.spec.samples.variants if v.name == "A/groups=3")
+    args = op.sample((1, 3, 512, 512, 8, 7), dtype=torch.float32, device=DEVICE, generator=rng, variant=variant)
+    assert_ok(check_backend(op, "cpp", args, rng), "1x3x512x512 -> 8, 7x7 A/groups=3")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif("cpp" not in BACKENDS, reason="the C++ extension is not built")
+def test_channels_last_path_under_inductor_dynamic(rng):
+    """torch.compile (Inductor, dynamic shapes) forward and backward of sizes past the threshold equals eager."""
+    op = OPS["masked_conv2d"]
+
+    def loss(x, weight, bias):
+        out = masked_conv2d(x, weight, bias, mask_type="B")
+        return (out * out.sin()).sum()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, fullgraph=True, dynamic=True)
+    with pyvidgen.backend("cpp"):
+        for dims in ((8, 16, 32, 32, 16, 3), (5, 13, 45, 39, 21, 5)):
+            args = op.sample(dims, dtype=torch.float32, device=DEVICE, generator=rng)[:3]
+            args = [a.requires_grad_() for a in args]
+            expected = loss(*args)
+            expected_grads = torch.autograd.grad(expected, args)
+            actual = compiled(*args)
+            actual_grads = torch.autograd.grad(actual, args)
+            torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-3)
+            for a, e in zip(actual_grads, expected_grads, strict=True):
+                torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "weight_shape", "error", "pattern"),
     [
