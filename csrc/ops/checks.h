@@ -41,6 +41,17 @@ inline void same_dtype(const char* op, const char* name, const at::Tensor& t, co
 // The empty tensor that stands for a gradient nobody asked for (custom ops return tensors, never None).
 inline at::Tensor no_grad_tensor(const at::Tensor& like) { return at::empty({0}, like.options()); }
 
+// Whether a call keeps `anchor`'s channels_last layout in its feature maps (pyvidgen/ops/_spec.py,
+// OpSpec.channels_last; the fakes apply the same rule): channels_last-contiguous and not also contiguous, as a
+// C = 1 or 1 x 1 image is (torch treats those as NCHW too).
+inline bool keeps_channels_last(const at::Tensor& anchor) {
+  return anchor.dim() == 4 && anchor.is_contiguous(at::MemoryFormat::ChannelsLast) && !anchor.is_contiguous();
+}
+
+inline at::MemoryFormat feature_map_format(bool channels_last) {
+  return channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+}
+
 inline std::optional<at::Tensor> contiguous(const std::optional<at::Tensor>& t) {
   return t.has_value() ? std::optional<at::Tensor>(t->contiguous()) : std::nullopt;
 }

@@ -229,7 +229,11 @@ at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
                                    dtype, c10::MemoryFormat::Contiguous);
 }
 
-at::Tensor empty_like(const at::Tensor& t) { return empty(t.sizes(), t.options()); }
+at::Tensor empty_like(const at::Tensor& t, at::MemoryFormat format) {
+  if (format != at::MemoryFormat::ChannelsLast) return empty(t.sizes(), t.options());
+  // (B, H, W, C) memory seen as (B, C, H, W).
+  return empty({t.size(0), t.size(2), t.size(3), t.size(1)}, t.options()).permute({0, 3, 1, 2});
+}
 
 CacheInfo cache_info() { return OutputCache::instance().info(); }
 

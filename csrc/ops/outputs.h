@@ -25,8 +25,8 @@ constexpr int64_t kCachedBytes = int64_t{4} << 20;
 // A contiguous CPU tensor of `sizes`; from the output cache when it is large.
 at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options);
 
-// empty(t.sizes(), t.options()): contiguous whatever t's layout.
-at::Tensor empty_like(const at::Tensor& t);
+// empty(t.sizes(), t.options()): contiguous whatever t's layout, or channels_last-contiguous (t 4-D) if asked.
+at::Tensor empty_like(const at::Tensor& t, at::MemoryFormat format = at::MemoryFormat::Contiguous);
 
 // A kernel's growable work buffer of T, from the same cache when large: a call that needs megabytes of
 // scratch (a ring of pixel-major rows) then neither faults fresh pages in nor zero-fills them, as a

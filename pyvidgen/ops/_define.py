@@ -5,7 +5,8 @@
 * ``pyvidgen::<op>`` and ``pyvidgen::<op>_backward`` (``torch.library.custom_op``), whose bodies pick
   the backend (:func:`pyvidgen._backend.resolve`) and call its implementation on contiguous inputs;
   half-precision inputs reach the reference and C++ implementations as float32 copies;
-* their fake functions, from the output layouts: outputs are contiguous by construction;
+* their fake functions, from the output layouts: outputs are contiguous by construction, except the feature maps
+  an op declares to keep a channels_last anchor's layout (``OpSpec.channels_last``), channels_last then;
 * autograd: the forward saves its inputs, the backward op recomputes what it needs and computes only
   the gradients asked for;
 * autocast kernels that cast the floating inputs by the op's policy;
@@ -168,6 +169,15 @@ class DeclaredOp:
         # The backward op's tensors: one gradient per output, then the forward's tensor arguments.
         n_out = len(self.output_names)
         self._backward_tensor_positions = tuple(range(n_out)) + tuple(n_out + p for p in self.tensor_positions)
+        # The feature maps that keep a channels_last anchor's layout (OpSpec.channels_last): forward argument
+        # positions, backward argument positions (output gradients, then the forward's arguments), outputs.
+        kept = set(spec.channels_last)
+        self._channels_last_args = frozenset(p for p in self.tensor_positions if self.arguments[p].name in kept)
+        self._channels_last_backward_args = frozenset(
+            [k for k, name in enumerate(self.output_names) if name in kept]
+            + [n_out + p for p in self._channels_last_args]
+        )
+        self._channels_last_outputs = tuple(name in kept for name in self.output_names)
         self._register()
         self.eager_function = self._make_eager_function()
 
@@ -185,6 +195,15 @@ class DeclaredOp:
             raise ValueError(f"{self.name}: autocast must be one of {AUTOCAST_POLICIES}, got {spec.autocast!r}")
         if spec.anchor in self._optional or not set(spec.float32_outputs) <= set(self.output_names):
             raise ValueError(f"{self.name}: the anchor must be a required tensor; float32_outputs must be outputs")
+        if spec.channels_last and (
+            spec.anchor not in spec.channels_last
+            or not set(spec.channels_last) <= set(self.tensor_names) | set(self.output_names)
+            or not set(spec.channels_last_backends) <= set(spec.backends)
+        ):
+            raise ValueError(
+                f"{self.name}: channels_last must name the anchor and only tensor arguments and outputs; "
+                "channels_last_backends only backends of the op"
+            )
 
     def _register(self) -> None:
         name, spec = self.name, self.spec
@@ -391,17 +410,41 @@ class DeclaredOp:
             cpp_entry=self._cpp_entry,
         )
 
-    def _prepare(self, args: Sequence[Any], positions: Sequence[int], backend: str, anchor: Tensor) -> list[Any]:
-        """``args`` with the tensors at ``positions`` contiguous; the reference and C++ implementations
-        compute half inputs as float32 copies."""
+    def channels_last(self, anchor: Tensor) -> bool:
+        """Whether a call with this anchor keeps the channels_last layout (see ``OpSpec.channels_last``): the
+        op declares feature maps and the anchor is channels_last-contiguous, not also contiguous (as a C = 1 or
+        1 x 1 image is; torch treats those as NCHW too)."""
+        return (
+            bool(self._channels_last_args)
+            and anchor.dim() == 4
+            and anchor.is_contiguous(memory_format=torch.channels_last)
+            and not anchor.is_contiguous()
+        )
+
+    def _prepare(
+        self,
+        args: Sequence[Any],
+        positions: Sequence[int],
+        backend: str,
+        anchor: Tensor,
+        channels_last: frozenset[int] = frozenset(),
+    ) -> list[Any]:
+        """``args`` with the tensors at ``positions`` contiguous, those at ``channels_last`` channels_last-contiguous
+        where the backend takes them so; the reference and C++ implementations compute half inputs as float32
+        copies."""
         upcast = backend != "triton" and anchor.dtype in _HALF
+        if backend not in self.spec.channels_last_backends:
+            channels_last = frozenset()
         prepared = list(args)
         for p in positions:
             t = prepared[p]
             if t is not None:
-                t = t.contiguous()
+                t = t.contiguous(memory_format=torch.channels_last) if p in channels_last else t.contiguous()
                 prepared[p] = t.float() if upcast and t.dtype in _HALF else t
         return prepared
+
+    def _memory_format(self, keeps_layout: bool, channels_last: bool) -> torch.memory_format:
+        return torch.channels_last if keeps_layout and channels_last else torch.contiguous_format
 
     def output_dtype(self, name: str, dtype: torch.dtype) -> torch.dtype:
         """The dtype of output ``name`` for inputs of ``dtype``."""
@@ -410,12 +453,15 @@ class DeclaredOp:
     def _forward_body(self, *args: Any) -> Any:
         anchor = args[self.anchor_position]
         backend = self.resolve_backend(anchor.device)
-        prepared = self._prepare(args, self.tensor_positions, backend, anchor)
+        channels_last = self.channels_last(anchor)
+        kept = self._channels_last_args if channels_last else frozenset()
+        prepared = self._prepare(args, self.tensor_positions, backend, anchor, kept)
         outputs = _as_tuple(self.implementation(backend, "forward")(*prepared))
         result = []
-        for name, out in zip(self.output_names, outputs, strict=True):
+        for name, out, keeps in zip(self.output_names, outputs, self._channels_last_outputs, strict=True):
             dtype = self.output_dtype(name, anchor.dtype)
-            result.append((out if out.dtype == dtype else out.to(dtype)).contiguous())
+            out = out if out.dtype == dtype else out.to(dtype)
+            result.append(out.contiguous(memory_format=self._memory_format(keeps, channels_last)))
         return tuple(result) if len(result) > 1 else result[0]
 
     def _backward_body(self, *args: Any) -> Any:
@@ -423,7 +469,9 @@ class DeclaredOp:
         op_args = args[len(self.output_names) : -1]
         anchor = op_args[self.anchor_position]
         backend = self.resolve_backend(anchor.device, needs_grad)
-        prepared = self._prepare(args[:-1], self._backward_tensor_positions, backend, anchor)
+        channels_last = self.channels_last(anchor)
+        kept = self._channels_last_backward_args if channels_last else frozenset()
+        prepared = self._prepare(args[:-1], self._backward_tensor_positions, backend, anchor, kept)
         device_type = anchor.device.type
         if device_type in _AUTOCAST_KEYS and torch.is_autocast_enabled(device_type):
             # A backward run inside an autocast region (autograd.grad under torch.autocast) would have the
@@ -438,7 +486,8 @@ class DeclaredOp:
             t = op_args[position]
             if needs_grad[k] and t is not None:
                 grad = grads[k] if grads[k].dtype == t.dtype else grads[k].to(t.dtype)
-                result.append(grad.contiguous())
+                keeps = position in self._channels_last_args
+                result.append(grad.contiguous(memory_format=self._memory_format(keeps, channels_last)))
             else:
                 # Custom ops return tensors, never None: a gradient nobody needs comes back empty.
                 result.append(anchor.new_empty(0, dtype=(t if t is not None else anchor).dtype))
@@ -457,9 +506,17 @@ class DeclaredOp:
 
     def _forward_fake(self, *args: Any) -> Any:
         anchor = args[self.anchor_position]
+        channels_last = self.channels_last(anchor)
         outputs = tuple(
-            anchor.new_empty(shape, dtype=self.output_dtype(name, anchor.dtype))
-            for name, shape in zip(self.output_names, self.output_shapes(args), strict=True)
+            torch.empty(
+                shape,
+                dtype=self.output_dtype(name, anchor.dtype),
+                device=anchor.device,
+                memory_format=self._memory_format(keeps, channels_last),
+            )
+            for name, shape, keeps in zip(
+                self.output_names, self.output_shapes(args), self._channels_last_outputs, strict=True
+            )
         )
         return outputs if len(outputs) > 1 else outputs[0]
 
@@ -467,11 +524,15 @@ class DeclaredOp:
         needs_grad = args[-1]
         op_args = args[len(self.output_names) : -1]
         anchor = op_args[self.anchor_position]
+        channels_last = self.channels_last(anchor)
         result = []
         for k, position in enumerate(self.tensor_positions):
             t = op_args[position]
             if needs_grad[k] and t is not None:
-                result.append(t.new_empty(t.shape))  # contiguous, whatever t's strides
+                # Contiguous whatever t's strides, or channels_last for a feature map that keeps the layout.
+                keeps = position in self._channels_last_args
+                memory_format = self._memory_format(keeps, channels_last)
+                result.append(torch.empty(t.shape, dtype=t.dtype, device=t.device, memory_format=memory_format))
             else:
                 result.append(anchor.new_empty(0, dtype=(t if t is not None else anchor).dtype))
         return tuple(result) if len(result) > 1 else result[0]

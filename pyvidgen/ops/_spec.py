@@ -245,6 +245,14 @@ class OpSpec:
         thread_invariant: whether the C++ backend gives bitwise the same result for any thread count (False
             where it delegates a reduction to a vendor library, oneDNN, that splits it by thread; the results
             then agree within the tolerance).
+        channels_last: the feature maps (B, C, H, W) among the tensor arguments and outputs that keep a
+            channels_last anchor's layout, as ``conv2d`` does: when the anchor is channels_last-contiguous (and
+            not also contiguous, as C = 1 tensors are), these outputs and these arguments' gradients are
+            channels_last-contiguous; otherwise, and for everything not named, contiguous. Empty: every output
+            is contiguous.
+        channels_last_backends: the backends whose implementations take the ``channels_last`` arguments in
+            that layout as they are (channels_last-contiguous, never transposed); the others get contiguous
+            copies, and their outputs are converted.
     """
 
     name: str
@@ -263,3 +271,5 @@ class OpSpec:
     error_growth: Callable[[str, tuple[Any, ...]], Mapping[str, float]] | None = None
     bench: Bench | None = None
     thread_invariant: bool = True
+    channels_last: tuple[str, ...] = ()
+    channels_last_backends: tuple[str, ...] = ()

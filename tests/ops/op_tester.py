@@ -7,13 +7,15 @@ variant of the op's declaration:
 * forward and every gradient against the reference, float32 and float64, at the declaration's sizes
   (1s, primes, odd sizes; larger ones where the kernels are compiled), and each tensor argument's
   gradient on its own;
-* channels_last and sliced inputs (outputs contiguous), empty batches, NaN and infinities;
+* channels_last and sliced inputs (outputs contiguous, or channels_last where the op keeps a channels_last
+  anchor's layout), empty batches, NaN and infinities;
 * the eager fast path against the registered op (bitwise);
 * float64 ``gradcheck``; ``torch.library.opcheck`` of the op, its backward op and the C++ entry points
   on contiguous, channels_last and sliced inputs;
 * determinism (bitwise repeatable, or a clear refusal where a kernel uses atomics) and thread-count
   invariance of the C++ kernels;
-* ``torch.compile(fullgraph=True)`` forward and backward (aot_eager, and Inductor with dynamic shapes);
+* ``torch.compile(fullgraph=True)`` forward and backward (aot_eager, and Inductor with dynamic shapes), on
+  contiguous, channels_last and sliced inputs;
 * half-precision inputs and ``torch.autocast`` (bfloat16, float16) with mixed-precision inputs;
 * hypothesis property tests of the compiled backends in float32 at realistic sizes and magnitudes
   (up to 3e38: what a diverging training run feeds);
@@ -161,7 +163,9 @@ class OpTester:
 
     @pytest.mark.parametrize("layout", LAYOUTS)
     def test_layouts(self, op, backend, layout, variant, rng):
-        """channels_last and sliced inputs give the contiguous inputs' results, in contiguous outputs."""
+        """channels_last and sliced inputs give the contiguous inputs' results, in contiguous outputs, except the
+        feature maps an op keeps channels_last (OpSpec.channels_last): those outputs and gradients are then
+        channels_last-contiguous."""
         samples = op.spec.samples
         for dims in samples.dims[:1] if interpreted(backend) else samples.dims[:1] + samples.large_dims[:1]:
             args = op.sample(dims, dtype=torch.float32, device=DEVICE, generator=rng, variant=variant)
@@ -171,8 +175,13 @@ class OpTester:
             expected = run_backend(op, "reference", args, grads)
             for name in expected:
                 torch.testing.assert_close(actual[name], expected[name], **op.tolerance(name, args, torch.float32))
-            with pyvidgen.backend(backend):
-                assert all(out.is_contiguous() for out in as_outputs(op(*strided)))
+            keeps = op.channels_last(strided[op.anchor_position])
+            # The samples' first sizes have several channels: a channels_last call must keep the layout.
+            assert keeps == (layout == "channels_last" and bool(op.spec.channels_last))
+            for name in expected:
+                kept = keeps and name.removeprefix("grad_") in op.spec.channels_last
+                memory_format = torch.channels_last if kept else torch.contiguous_format
+                assert actual[name].is_contiguous(memory_format=memory_format), (name, actual[name].stride())
 
     def test_empty(self, op, backend, variant, rng):
         for dims in op.spec.samples.empty_dims:
@@ -272,7 +281,9 @@ class OpTester:
                     torch.testing.assert_close(single[name], multi[name], **op.tolerance(name, args, torch.float32))
 
     # ------------------------------------------------------------------------------------------- compile
-    def _compiled_matches_eager(self, op: DeclaredOp, variant: Variant, sizes, rng, **compile_kwargs) -> None:
+    def _compiled_matches_eager(
+        self, op: DeclaredOp, variant: Variant, sizes, rng, layout: str = "contiguous", **compile_kwargs
+    ) -> None:
         def loss(*args: Any) -> Tensor:
             total = torch.zeros((), device=DEVICE)
             for out in as_outputs(op(*args)):
@@ -284,7 +295,7 @@ class OpTester:
         compiled = torch.compile(loss, fullgraph=True, **compile_kwargs)
         for dims in sizes:
             args = op.sample(dims, device=DEVICE, generator=rng, variant=variant)
-            args = tuple(a.requires_grad_() if isinstance(a, Tensor) else a for a in args)
+            args = tuple(to_layout(a, layout).requires_grad_() if isinstance(a, Tensor) else a for a in args)
             tensors = [a for a in args if isinstance(a, Tensor)]
             expected = loss(*args)
             expected_grads = torch.autograd.grad(expected, tensors)
@@ -304,6 +315,21 @@ class OpTester:
         samples = op.spec.samples
         self._compiled_matches_eager(
             op, samples.variants[0], (samples.dims[0], samples.large_dims[0]), rng, dynamic=True
+        )
+
+    @pytest.mark.parametrize("layout", LAYOUTS)
+    def test_compile_fullgraph_strided(self, op, layout, rng):
+        """channels_last and sliced inputs through Dynamo and the fakes: the fakes' strides are the kernels'
+        (a channels_last anchor keeps the layout where the op declares it), or the compiled graph's would differ."""
+        samples = op.spec.samples
+        self._compiled_matches_eager(op, samples.variants[0], samples.dims[:1], rng, layout, backend="aot_eager")
+
+    @pytest.mark.slow
+    def test_compile_inductor_dynamic_channels_last(self, op, rng):
+        """Inductor with dynamic shapes on channels_last inputs, forward and backward: two sizes, one graph."""
+        samples = op.spec.samples
+        self._compiled_matches_eager(
+            op, samples.variants[0], (samples.dims[0], samples.large_dims[0]), rng, "channels_last", dynamic=True
         )
 
     # ------------------------------------------------------------------------------------------- precision
