@@ -43,7 +43,8 @@ at::Tensor masked_conv2d_forward(const at::Tensor& x, const at::Tensor& weight, 
   check_inputs(x, weight, bias, color_groups, dilation);
   const bool type_a = is_type_a(mask_type);
   if (x.numel() == 0) {
-    return at::zeros({x.size(0), weight.size(0), x.size(2), x.size(3)}, x.options());
+    return at::zeros({x.size(0), weight.size(0), x.size(2), x.size(3)},
+                     x.options().memory_format(checks::feature_map_format(checks::keeps_channels_last(x))));
   }
   return cpu::masked_conv2d_forward_kernel(x, weight.contiguous(), checks::contiguous(bias), type_a, color_groups,
                                            dilation);
@@ -60,7 +61,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_backward(
   std::array<at::Tensor, 3> grads;
   if (x.numel() == 0 || grad_out.numel() == 0) {
     // Nothing convolved: zero gradients (an empty sum), of the right shapes.
-    grads = {at::zeros_like(x, at::MemoryFormat::Contiguous), at::zeros_like(weight, at::MemoryFormat::Contiguous),
+    grads = {at::zeros_like(x, checks::feature_map_format(checks::keeps_channels_last(x))),
+             at::zeros_like(weight, at::MemoryFormat::Contiguous),
              bias.has_value() ? at::zeros_like(*bias) : at::Tensor()};
   } else {
     grads = cpu::masked_conv2d_backward_kernel(grad_out, x, weight.contiguous(),

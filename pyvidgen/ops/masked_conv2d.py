@@ -77,6 +77,10 @@ MASKED_CONV2D = define(
         thread_invariant=False,
         # As torch does for conv2d.
         autocast="lower",
+        # A channels_last model's feature maps stay channels_last, as conv2d's do; the C++ kernel then skips
+        # its transposes.
+        channels_last=("x", "out"),
+        channels_last_backends=("cpp",),
         error_growth=_error_growth,
         samples=Samples(
             build=_sample,
@@ -153,7 +157,8 @@ def masked_conv2d(
         dilation: spacing of the taps; the padding keeps H x W.
 
     Returns:
-        (B, Cout, H, W), contiguous. Under ``torch.autocast`` every input is cast to the autocast dtype (as
+        (B, Cout, H, W), contiguous, or channels_last-contiguous when x is (as ``conv2d`` returns it; x's
+        gradient then is too). Under ``torch.autocast`` every input is cast to the autocast dtype (as
         for ``conv2d``).
 
     Raises:

@@ -11,7 +11,9 @@
 // input is transposed into a padded NHWC buffer, and the results back, by a tiled copy (layout_copy.h)
 // into buffers from the output cache. The gradient of x is a forward convolution of the gradient (padded
 // below and at the sides) with the visible rows flipped and their channels swapped, which measured
-// faster than oneDNN's backward-data. At 16x64x32x32, fwd+bwd against the dense masked convolution,
+// faster than oneDNN's backward-data. A channels_last x (a channels_last model's feature map) skips the
+// transposes: its padding is a row-by-row copy, a 1x1 kernel's none, and the output and x's gradient are
+// returned channels_last, as conv2d returns them. At 16x64x32x32, fwd+bwd against the dense masked convolution,
 // alternating call by call with every tensor on the output cache (so that neither side pays page faults):
 // 7x7 mask A 1.6x, 3x3 mask B 1.1-1.2x. With torch's allocator, where the dense convolution's fresh
 // buffers fault in, 1.7-1.8x and 1.5-1.7x (this path in NCHW measured 1.3-1.4x and 0.8-1.0x there).
@@ -24,6 +26,7 @@
 #include <algorithm>
 #include <tuple>
 
+#include "ops/checks.h"
 #include "ops/cpu/layout_copy.h"
 #include "ops/outputs.h"
 
@@ -60,8 +63,10 @@ void copy_visible(const T* src, int64_t src_rows, T* dst, int64_t cout, int64_t 
 at::Tensor pad_above(const at::Tensor& x, int64_t reach) { return at::constant_pad_nd(x, {reach, reach, reach, 0}); }
 
 // x (B, C, H, W), any strides, padded by `top` rows above, `bottom` below and `side` columns at each side
-// into a channels-last view of a buffer from the output cache: the border is zeroed, x copied in.
+// into a channels-last view of a buffer from the output cache: the border is zeroed, x copied in. Without
+// padding, a channels_last-contiguous x is its own result (no copy).
 at::Tensor pad_channels_last(const at::Tensor& x, int64_t top, int64_t bottom, int64_t side) {
+  if (top == 0 && bottom == 0 && side == 0 && x.is_contiguous(at::MemoryFormat::ChannelsLast)) return x;
   const int64_t batch = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
   const at::Tensor padded =
       outputs::empty({batch, top + height + bottom, width + 2 * side, channels}, x.options()).permute({0, 3, 1, 2});
@@ -84,12 +89,18 @@ at::Tensor contiguous_copy(const at::Tensor& t) {
 }
 
 // Whether to run in channels-last (see the top of the file): float32 only (oneDNN has no float64
-// kernels; reduced precision keeps ATen's choice), and not for the smallest calls, where the transposes
-// and padding outweigh the gain (a 1x64x32x32 layer fwd+bwd measured 0.96x, 4x64x32x32 1.09x).
-bool use_channels_last(const at::Tensor& x, int64_t cout) {
+// kernels; reduced precision keeps ATen's choice). A channels_last x always does: there is nothing to
+// transpose. An NCHW x not for the smallest calls, where the transposes and padding outweigh the gain
+// (a 1x64x32x32 layer fwd+bwd measured 0.96x, 4x64x32x32 1.09x).
+bool use_channels_last(const at::Tensor& x, int64_t cout, bool keeps_layout) {
   constexpr int64_t kMinValues = int64_t{1} << 18;  // in x and the output together
   const int64_t pixels = x.size(0) * x.size(2) * x.size(3);
-  return x.scalar_type() == at::kFloat && pixels * (x.size(1) + cout) >= kMinValues;
+  return x.scalar_type() == at::kFloat && (keeps_layout || pixels * (x.size(1) + cout) >= kMinValues);
+}
+
+// A result of the channels-last path in the caller's layout: as it is for a channels_last x, else an NCHW copy.
+at::Tensor in_layout(const at::Tensor& result, bool keeps_layout) {
+  return keeps_layout ? result.contiguous(at::MemoryFormat::ChannelsLast) : contiguous_copy(result);
 }
 
 }  // namespace
@@ -111,14 +122,16 @@ at::Tensor masked_conv2d_forward_kernel(const at::Tensor& x, const at::Tensor& w
                                         int64_t dilation) {
   const int64_t k = weight.size(2), reach = dilation * (k / 2);
   const at::Tensor rows = masked_visible_rows(weight, type_a, color_groups);
-  if (use_channels_last(x, weight.size(0))) {
-    return contiguous_copy(at::convolution(pad_channels_last(x, reach, 0, reach),
-                                           rows.contiguous(at::MemoryFormat::ChannelsLast), bias, {1, 1}, {0, 0},
-                                           {dilation, dilation}, false, {0, 0}, 1));
+  const bool keeps_layout = checks::keeps_channels_last(x);
+  if (use_channels_last(x, weight.size(0), keeps_layout)) {
+    return in_layout(at::convolution(pad_channels_last(x, reach, 0, reach),
+                                     rows.contiguous(at::MemoryFormat::ChannelsLast), bias, {1, 1}, {0, 0},
+                                     {dilation, dilation}, false, {0, 0}, 1),
+                     keeps_layout);
   }
   return at::convolution(pad_above(x.contiguous(), reach), rows, bias, {1, 1}, {0, 0}, {dilation, dilation}, false,
                          {0, 0}, 1)
-      .contiguous();
+      .contiguous(checks::feature_map_format(keeps_layout));
 }
 
 std::array<at::Tensor, 3> masked_conv2d_backward_kernel(const at::Tensor& grad_out, const at::Tensor& x,
@@ -131,7 +144,8 @@ std::array<at::Tensor, 3> masked_conv2d_backward_kernel(const at::Tensor& grad_o
   const at::OptionalIntArrayRef bias_arg = has_bias ? at::OptionalIntArrayRef(bias_sizes) : std::nullopt;
   at::Tensor grad_rows, grad_bias;
   std::array<at::Tensor, 3> grads;
-  if (use_channels_last(x, cout)) {
+  const bool keeps_layout = checks::keeps_channels_last(x);
+  if (use_channels_last(x, cout, keeps_layout)) {
     const int64_t height = x.size(2), width = x.size(3);
     at::Tensor grad;  // grad_out in channels-last, dense: oneDNN copies a strided one with ATen's slow copy
     if (needs_grad[0]) {
@@ -139,8 +153,9 @@ std::array<at::Tensor, 3> masked_conv2d_backward_kernel(const at::Tensor& grad_o
       // and their channels swapped.
       const at::Tensor grad_padded = pad_channels_last(grad_out, 0, reach, reach);
       const at::Tensor flipped = rows.flip({2, 3}).transpose(0, 1).contiguous(at::MemoryFormat::ChannelsLast);
-      grads[0] = contiguous_copy(at::convolution(grad_padded, flipped, std::nullopt, {1, 1}, {0, 0},
-                                                 {dilation, dilation}, false, {0, 0}, 1));
+      grads[0] = in_layout(at::convolution(grad_padded, flipped, std::nullopt, {1, 1}, {0, 0}, {dilation, dilation},
+                                           false, {0, 0}, 1),
+                           keeps_layout);
       grad = grad_padded.narrow(2, 0, height).narrow(3, reach, width);
     }
     // The bias gradient as a plain sum of grad_out: oneDNN's channels-last weight gradient computes it
@@ -148,7 +163,9 @@ std::array<at::Tensor, 3> masked_conv2d_backward_kernel(const at::Tensor& grad_o
     // bias gradient then skips the convolution.
     if (needs_grad[2] && has_bias) grad_bias = grad_out.sum({0, 2, 3});
     if (needs_grad[1]) {
-      grad = pad_channels_last(grad.defined() ? grad : grad_out, 0, 0, 0);
+      // A channels_last grad_out (a channels_last call's) is already what oneDNN wants.
+      const bool dense = grad_out.is_contiguous(at::MemoryFormat::ChannelsLast);
+      grad = pad_channels_last(grad.defined() && !dense ? grad : grad_out, 0, 0, 0);
       grad_rows = std::get<1>(at::convolution_backward(
           grad, pad_channels_last(x, reach, 0, reach), rows.contiguous(at::MemoryFormat::ChannelsLast), std::nullopt,
           {1, 1}, {0, 0}, {dilation, dilation}, false, {0, 0}, 1, {false, true, false}));
@@ -158,7 +175,11 @@ std::array<at::Tensor, 3> masked_conv2d_backward_kernel(const at::Tensor& grad_o
     std::tie(grad_padded, grad_rows, grad_bias) = at::convolution_backward(
         grad_out.contiguous(), pad_above(x.contiguous(), reach), rows, bias_arg, {1, 1}, {0, 0}, {dilation, dilation},
         false, {0, 0}, 1, {needs_grad[0], needs_grad[1], needs_grad[2] && has_bias});
-    if (needs_grad[0]) grads[0] = grad_padded.slice(2, reach).slice(3, reach, reach + x.size(3)).contiguous();
+    if (needs_grad[0]) {
+      grads[0] = grad_padded.slice(2, reach)
+                     .slice(3, reach, reach + x.size(3))
+                     .contiguous(checks::feature_map_format(keeps_layout));
+    }
   }
   if (needs_grad[1]) {
     // Hidden taps get exact zeros: the rows below the centre were never part of the convolution, and

@@ -1,6 +1,7 @@
 // CPU masked convolution (csrc/ops/cpu/masked_conv2d_kernel.cpp): the visible kernel rows as one dense
 // convolution (oneDNN through ATen) over the input padded above and at the sides. x and grad_out may have
-// any strides; the results are contiguous.
+// any strides; the results (the output and x's gradient) are channels_last-contiguous where x is
+// (checks::keeps_channels_last), contiguous otherwise.
 #pragma once
 
 #include <ATen/core/Tensor.h>
