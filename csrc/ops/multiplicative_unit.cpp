@@ -23,9 +23,11 @@ void check_inputs(const at::Tensor& pre, const at::Tensor& h) {
 
 at::Tensor multiplicative_unit_forward(const at::Tensor& pre_in, const at::Tensor& h_in) {
   check_inputs(pre_in, h_in);
-  const at::Tensor pre = pre_in.contiguous();
-  const at::Tensor h = h_in.contiguous();
-  at::Tensor out = outputs::empty_like(h);
+  // A channels_last h keeps its layout (checks::keeps_channels_last); pre and the output then follow it.
+  const at::MemoryFormat format = checks::feature_map_format(checks::keeps_channels_last(h_in));
+  const at::Tensor pre = pre_in.contiguous(format);
+  const at::Tensor h = h_in.contiguous(format);
+  at::Tensor out = outputs::empty_like(h, format);
   if (h.numel() > 0) cpu::multiplicative_unit_forward_kernel(pre, h, out);
   return out;
 }
@@ -37,11 +39,12 @@ std::tuple<at::Tensor, at::Tensor> multiplicative_unit_backward(const at::Tensor
   checks::rank(kOp, "grad_out", grad_out_in, 4, "(B, C, H, W)");
   checks::shape(kOp, "grad_out", grad_out_in, h_in.sizes(), "(B, C, H, W)");
   checks::same_dtype(kOp, "grad_out", grad_out_in, "h", h_in);
-  const at::Tensor grad_out = grad_out_in.contiguous();
-  const at::Tensor pre = pre_in.contiguous();
-  const at::Tensor h = h_in.contiguous();
-  at::Tensor grad_pre = outputs::empty_like(pre);
-  at::Tensor grad_h = outputs::empty_like(h);
+  const at::MemoryFormat format = checks::feature_map_format(checks::keeps_channels_last(h_in));
+  const at::Tensor grad_out = grad_out_in.contiguous(format);
+  const at::Tensor pre = pre_in.contiguous(format);
+  const at::Tensor h = h_in.contiguous(format);
+  at::Tensor grad_pre = outputs::empty_like(pre, format);
+  at::Tensor grad_h = outputs::empty_like(h, format);
   if (h.numel() > 0) cpu::multiplicative_unit_backward_kernel(grad_out, pre, h, grad_pre, grad_h);
   return {needs_grad[0] ? grad_pre : checks::no_grad_tensor(pre), needs_grad[1] ? grad_h : checks::no_grad_tensor(h)};
 }

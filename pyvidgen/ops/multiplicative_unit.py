@@ -40,6 +40,9 @@ MULTIPLICATIVE_UNIT = define(
         anchor="h",
         # A gate nonlinearity like lstm_cell: everything in the autocast dtype (computed in float32).
         autocast="lower",
+        # A channels_last model's feature maps stay channels_last; the C++ kernel runs each pixel's channels.
+        channels_last=("pre", "h", "out"),
+        channels_last_backends=("cpp",),
         error_growth=_error_growth,
         samples=Samples(
             build=_sample,
@@ -78,8 +81,10 @@ def multiplicative_unit(pre: Tensor, h: Tensor) -> Tensor:
         h: (B, C, H, W) the unit's input; same dtype and device as ``pre``.
 
     Returns:
-        (B, C, H, W), contiguous; differentiable w.r.t. pre and h. Under ``torch.autocast`` both inputs are
-        cast to the autocast dtype; the math runs in float32 for half-precision inputs.
+        (B, C, H, W), contiguous, or channels_last-contiguous when h is (a channels_last model's feature
+        map; the gradients of pre and h then are too); differentiable w.r.t. pre and h. Under
+        ``torch.autocast`` both inputs are cast to the autocast dtype; the math runs in float32 for
+        half-precision inputs.
 
     Raises:
         ValueError: wrong rank or shapes. TypeError: non-floating or mismatched dtypes.

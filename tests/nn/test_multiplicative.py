@@ -91,6 +91,27 @@ def test_gradients_flow_to_input_and_all_parameters(backend, rng):
     assert all(g.abs().sum() > 0 for g in grads)
 
 
+@pytest.mark.parametrize(("masked", "color_groups"), [(False, 1), (True, 1), (True, 3)])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_channels_last_model_stays_channels_last(masked, color_groups, backend, rng):
+    """A block of a channels_last model (weights and input channels_last, float32) gives the NCHW block's
+    output and gradients, and keeps the layout: the fused ops hand channels_last feature maps on as they are."""
+    rmb = randomise(ResidualMultiplicativeBlock(12, 3, 1, masked=masked, color_groups=color_groups), rng)
+    x = torch.randn(2, 12, 9, 11, generator=rng)
+    x_cl = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    x = x.requires_grad_()
+    with pyvidgen.backend(backend):
+        expected = rmb(x)
+        (expected_grad,) = torch.autograd.grad(expected.square().sum(), x)
+        rmb_cl = rmb.to(memory_format=torch.channels_last)
+        actual = rmb_cl(x_cl)
+        (actual_grad,) = torch.autograd.grad(actual.square().sum(), x_cl)
+    assert actual.is_contiguous(memory_format=torch.channels_last) and not actual.is_contiguous()
+    assert actual_grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(actual_grad, expected_grad, rtol=1e-4, atol=1e-5)
+
+
 def test_compiles_fullgraph(rng):
     rmb = randomise(ResidualMultiplicativeBlock(4), rng)
     x = torch.randn(2, 4, 6, 6, generator=rng, requires_grad=True)
