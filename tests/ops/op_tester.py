@@ -327,6 +327,8 @@ class OpTester:
     @pytest.mark.slow
     def test_compile_inductor_dynamic_channels_last(self, op, rng):
         """Inductor with dynamic shapes on channels_last inputs, forward and backward: two sizes, one graph."""
+        if not op.spec.channels_last:
+            pytest.skip("contiguous outputs for any input layout: test_compile_fullgraph_strided covers the fakes")
         samples = op.spec.samples
         self._compiled_matches_eager(
             op, samples.variants[0], (samples.dims[0], samples.large_dims[0]), rng, "channels_last", dynamic=True
