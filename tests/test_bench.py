@@ -110,6 +110,22 @@ def test_a_failing_provider_is_recorded(monkeypatch):
         assert "FAILED: cpp" in report.format_table(rows)
 
 
+def test_channels_last_inputs():
+    """--channels-last feeds every provider channels_last inputs and gradients, in rows labelled apart; the op
+    that keeps the layout returns it, and every provider computes the reference's values."""
+    shapes = {"multiplicative_unit": [(1, 3, 5, 6)]}
+    rows = runner.run(["multiplicative_unit"], shapes=shapes, providers=["eager", "cpp"], channels_last=True, **FAST)
+    assert rows and all(r["layout"] == "channels_last" and r["shape_label"].endswith(" channels_last") for r in rows)
+    assert all(r["status"] == "ok" for r in rows if r["provider"] == "eager" or CPP_OK)
+    assert all(r["max_abs_diff"] < 1e-5 for r in rows if r["status"] == "ok" and r["mode"] == "forward")
+    work = runner.make_workload(
+        cases.get("multiplicative_unit"), cases.Shape((1, 3, 5, 6)), "fwd+bwd", "cpu", channels_last=True
+    )
+    assert all(t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous() for t in work.tensors)
+    assert all(g.is_contiguous(memory_format=torch.channels_last) for g in work.grad_outputs)
+    assert main(["bench", "--layers", "--channels-last"]) == 2
+
+
 def test_deadline_skips_groups():
     rows = runner.run(["flow_smoothness"], shapes=TINY, modes=["forward"], deadline=0.0, **FAST)
     assert rows and all(r["status"] == "skipped" and r["reason"] == "time budget exhausted" for r in rows)

@@ -77,6 +77,7 @@ def make_workload(
     device: torch.device | str,
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
+    channels_last: bool = False,
 ) -> Workload:
     """Inputs, output gradient and expected output of one group.
 
@@ -87,11 +88,15 @@ def make_workload(
         device: where the tensors live.
         dtype: their dtype.
         seed: seed of the CPU generator the data is drawn from.
+        channels_last: every 4-D input and output gradient channels_last-contiguous (a channels_last model's
+            tensors) instead of contiguous; the same values.
     """
     device = torch.device(device)
     mode = cases.canonical_mode(mode)
     gen = torch.Generator().manual_seed(seed)
     args = entry.make_inputs(shape.dims, device, dtype, gen, shape.variant, shape.magnitude)
+    if channels_last:
+        args = tuple(_channels_last(a) for a in args)
     with torch.no_grad():
         expected = as_outputs(entry.reference(*args))
     grad_outputs = None
@@ -100,9 +105,18 @@ def make_workload(
         grad_outputs = tuple(
             torch.randn(out.shape, generator=gen).to(device=device, dtype=out.dtype) for out in expected
         )
+        if channels_last:
+            grad_outputs = tuple(_channels_last(g) for g in grad_outputs)
     tensors = tuple(a for a in args if isinstance(a, Tensor))
     nbytes = entry.bytes_moved(tensors, expected, mode)
     return Workload(entry, shape, mode, device, args, tensors, grad_outputs, expected, nbytes)
+
+
+def _channels_last(value: Any) -> Any:
+    """A 4-D tensor channels_last-contiguous; anything else unchanged."""
+    if isinstance(value, Tensor) and value.dim() == 4:
+        return value.contiguous(memory_format=torch.channels_last)
+    return value
 
 
 def _make_step(fn: Callable[..., Any], work: Workload) -> Callable[[], None]:
@@ -220,12 +234,16 @@ def room_for_recompiles() -> Iterator[None]:
         yield
 
 
-def _base_row(plan: tuple[OpBench, Shape, str], device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+def _base_row(
+    plan: tuple[OpBench, Shape, str], device: torch.device, dtype: torch.dtype, channels_last: bool = False
+) -> dict[str, Any]:
     entry, shape, mode = plan
     return {
         "op": entry.name,
         "shape": list(shape.dims),
-        "shape_label": shape.label,
+        # A channels_last row is labelled apart: the targets are stated for contiguous inputs.
+        "shape_label": f"{shape.label} channels_last" if channels_last else shape.label,
+        "layout": "channels_last" if channels_last else "contiguous",
         "shape_doc": entry.shape_doc,
         "kwargs": entry.options(shape.variant, shape.dims),
         "mode": mode,
@@ -262,16 +280,18 @@ def _run_group(
     seed: int,
     deadline: float | None,
     advance: Callable[[str], None],
+    channels_last: bool = False,
 ) -> list[dict[str, Any]]:
     entry, shape, mode = plan
     seconds, min_runs, max_runs, rounds = budget
-    rows = {name: {**_base_row(plan, device, dtype), "provider": name, "ms": None} for name in names}
+    base = _base_row(plan, device, dtype, channels_last)
+    rows = {name: {**base, "provider": name, "ms": None} for name in names}
     if deadline is not None and time.monotonic() > deadline:
         for name in names:
             rows[name].update(status="skipped", reason="time budget exhausted")
             advance(name)
         return list(rows.values())
-    work = make_workload(entry, shape, mode, device, dtype, seed)
+    work = make_workload(entry, shape, mode, device, dtype, seed, channels_last)
     prepared: dict[str, Prepared] = {}
     for name in names:
         try:
@@ -327,6 +347,7 @@ def run(
     seed: int = 0,
     progress: bool = True,
     deadline: float | None = None,
+    channels_last: bool = False,
 ) -> list[dict[str, Any]]:
     """Benchmark ``ops`` on every provider and return one row per (op, shape, mode, provider).
 
@@ -347,9 +368,11 @@ def run(
         seed: data seed.
         progress: show a tqdm progress bar on stderr.
         deadline: a ``time.monotonic()`` value after which groups not yet started are skipped.
+        channels_last: feed every 4-D input and output gradient channels_last-contiguous, as a channels_last
+            model would (rows get ``layout`` "channels_last" and their shape label says so).
 
     Returns:
-        Dicts with ``op, shape, shape_label, mode, provider, device, dtype, status`` ("ok", "skipped"
+        Dicts with ``op, shape, shape_label, layout, mode, provider, device, dtype, status`` ("ok", "skipped"
         or "error"), ``reason`` (not ok), ``ms`` (median, None when not ok), ``ms_min, ms_q1, ms_q3,
         runs, bytes, gbps`` (None without a byte model), ``speedup`` ({baseline: its ms / this ms}),
         ``max_abs_diff`` (forward vs the eager reference), ``quick, target, kwargs, shape_doc``, and the shape's
@@ -385,7 +408,9 @@ def run(
         with room_for_recompiles():
             for entry, shape, mode, names in plan:
                 bar.set_postfix_str(f"{entry.name} {shape.label} {mode}")
-                rows += _run_group((entry, shape, mode), names, device, dtype, budget, seed, deadline, advance)
+                rows += _run_group(
+                    (entry, shape, mode), names, device, dtype, budget, seed, deadline, advance, channels_last
+                )
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
     return rows

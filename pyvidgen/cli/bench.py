@@ -11,6 +11,7 @@ Examples::
     pyvidgen bench --op flow_warp --sweep --mode fwd+bwd --provider eager --provider cpp --out /tmp/sweep
     pyvidgen bench --sweep --dry-run              # list the sweep's points, time nothing
     pyvidgen bench --models --quick --threads 2   # each model's training step: fused vs usual, eager and compiled
+    pyvidgen bench --op masked_conv2d --quick --channels-last   # inputs as a channels_last model has them
 
 ``--shape B,C,H,W[,...]`` (repeatable) times the dims given, in the order of the op's shape_doc; an op whose dims
 have more entries (draw_read/draw_write: N; masked_conv2d: Cout,K; cross_conv2d: kh,kw) takes them from the text
@@ -117,6 +118,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dry-run", action="store_true", help="print the sizes that would be timed and exit")
     parser.add_argument(
+        "--channels-last",
+        action="store_true",
+        help="feed the ops channels_last-contiguous inputs and output gradients (a channels_last model's tensors), "
+        "for every provider alike",
+    )
+    parser.add_argument(
         "--cache-cpu-tensors",
         action="store_true",
         help="serve every CPU tensor of 4 MiB or more from pyvidgen's cache of freed memory, for every provider "
@@ -168,6 +175,9 @@ def _run_bench(args: argparse.Namespace) -> int:
         return 2
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.channels_last and (args.layers or args.models):
+        print("pyvidgen bench: --channels-last applies to the op benchmarks only", file=sys.stderr)
+        return 2
     if args.layers:
         return _run_layers()
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -207,6 +217,7 @@ def _run_bench(args: argparse.Namespace) -> int:
             seconds=budget[0] if budget else None,
             min_runs=budget[1] if budget else None,
             progress=not args.no_progress,
+            channels_last=args.channels_last,
         )
     except ValueError as exc:
         print(f"pyvidgen bench: {exc}", file=sys.stderr)
