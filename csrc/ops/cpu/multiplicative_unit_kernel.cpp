@@ -123,6 +123,22 @@ void for_each_block(const Rows& layout, int64_t capacity, const Fn& fn) {
   });
 }
 
+// The unit's inner state over one block, into L1 buffers indexed as the block's: s2 = sigmoid(g2), s3 =
+// sigmoid(g3), tu = tanh(u), z = tanh(s2 h + s3 tu) (z may be tu itself: each vector reads it before writing).
+template <typename T>
+void inner_state(const Block& run, const T* pre, const T* h, int64_t block, T* s2, T* s3, T* tu, T* z) {
+  using V = Vec<T>;
+  run.for_each_vector<T>([&](int64_t j, int64_t, int64_t g, int64_t count) {
+    sigmoid(V::loadu(pre + g + block, count)).store(s2 + j);
+    sigmoid(V::loadu(pre + g + 2 * block, count)).store(s3 + j);
+  });
+  run.for_each_vector<T>(
+      [&](int64_t j, int64_t, int64_t g, int64_t count) { tanh(V::loadu(pre + g + 3 * block, count)).store(tu + j); });
+  run.for_each_vector<T>([&](int64_t j, int64_t o, int64_t, int64_t count) {
+    tanh(V::loadu(s2 + j) * V::loadu(h + o, count) + V::loadu(s3 + j) * V::loadu(tu + j)).store(z + j);
+  });
+}
+
 template <typename T>
 void forward_impl(const at::Tensor& pre_t, const at::Tensor& h_t, at::Tensor& out_t) {
   using V = Vec<T>;
@@ -133,15 +149,7 @@ void forward_impl(const at::Tensor& pre_t, const at::Tensor& h_t, at::Tensor& ou
   T* out = out_t.mutable_data_ptr<T>();
   for_each_block<T>(layout, kBlock, [&](const Block& run) {
     alignas(64) T s2[kBlock], s3[kBlock], tu[kBlock];
-    run.for_each_vector<T>([&](int64_t j, int64_t, int64_t g, int64_t count) {
-      sigmoid(V::loadu(pre + g + block, count)).store(s2 + j);
-      sigmoid(V::loadu(pre + g + 2 * block, count)).store(s3 + j);
-    });
-    run.for_each_vector<T>(
-        [&](int64_t j, int64_t, int64_t g, int64_t count) { tanh(V::loadu(pre + g + 3 * block, count)).store(tu + j); });
-    run.for_each_vector<T>([&](int64_t j, int64_t o, int64_t, int64_t count) {
-      tanh(V::loadu(s2 + j) * V::loadu(h + o, count) + V::loadu(s3 + j) * V::loadu(tu + j)).store(tu + j);
-    });
+    inner_state<T>(run, pre, h, block, s2, s3, tu, tu);
     run.for_each_vector<T>([&](int64_t j, int64_t o, int64_t g, int64_t count) {
       (sigmoid(V::loadu(pre + g, count)) * V::loadu(tu + j)).store(out + o, count);
     });
@@ -163,16 +171,9 @@ void backward_impl(const at::Tensor& grad_out_t, const at::Tensor& pre_t, const 
     alignas(64) T s1[kBackwardBlock], s2[kBackwardBlock], s3[kBackwardBlock], tu[kBackwardBlock], tz[kBackwardBlock];
     const V one(T(1));
     // The activations, recomputed as in the forward.
-    run.for_each_vector<T>([&](int64_t j, int64_t, int64_t g, int64_t count) {
-      sigmoid(V::loadu(pre + g, count)).store(s1 + j);
-      sigmoid(V::loadu(pre + g + block, count)).store(s2 + j);
-      sigmoid(V::loadu(pre + g + 2 * block, count)).store(s3 + j);
-    });
     run.for_each_vector<T>(
-        [&](int64_t j, int64_t, int64_t g, int64_t count) { tanh(V::loadu(pre + g + 3 * block, count)).store(tu + j); });
-    run.for_each_vector<T>([&](int64_t j, int64_t o, int64_t, int64_t count) {
-      tanh(V::loadu(s2 + j) * V::loadu(h + o, count) + V::loadu(s3 + j) * V::loadu(tu + j)).store(tz + j);
-    });
+        [&](int64_t j, int64_t, int64_t g, int64_t count) { sigmoid(V::loadu(pre + g, count)).store(s1 + j); });
+    inner_state<T>(run, pre, h, block, s2, s3, tu, tz);
     run.for_each_vector<T>([&](int64_t j, int64_t o, int64_t g, int64_t count) {
       const V a1 = V::loadu(s1 + j), a2 = V::loadu(s2 + j), a3 = V::loadu(s3 + j);
       const V tuv = V::loadu(tu + j), tzv = V::loadu(tz + j);
