@@ -28,6 +28,7 @@ and ``any_backend`` (the reference as well).
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, ClassVar
 
 import pytest
@@ -100,6 +101,44 @@ def _grown_shape(op: DeclaredOp, name: str, shape: torch.Size) -> tuple[int, ...
     dims = first(layouts[name]).dims
     axis = next((i for i, d in enumerate(dims) if d.symbol is None or d.symbol in anchored), len(shape) - 1)
     return tuple(size + (i == axis) for i, size in enumerate(shape))
+
+
+def compiled_matches_eager(
+    op: DeclaredOp,
+    variant: Variant,
+    sizes,
+    rng: torch.Generator,
+    layout: str = "contiguous",
+    *,
+    kernels: str | None = None,
+    loss_atol: float = 1e-4,
+    **compile_kwargs: Any,
+) -> None:
+    """``torch.compile(fullgraph=True, **compile_kwargs)`` of a loss over the op's outputs equals eager, value
+    and every gradient, at each of ``sizes`` (one graph for all), on inputs in ``layout``; on the pyvidgen
+    backend ``kernels`` if given."""
+
+    def loss(*args: Any) -> Tensor:
+        total = torch.zeros((), device=DEVICE)
+        for out in as_outputs(op(*args)):
+            total = total + (out.float() * out.float().sin()).sum()
+        return total
+
+    # The loss is one code object for every op and variant: start from an empty cache each time.
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, fullgraph=True, **compile_kwargs)
+    with pyvidgen.backend(kernels) if kernels is not None else contextlib.nullcontext():
+        for dims in sizes:
+            args = op.sample(dims, device=DEVICE, generator=rng, variant=variant)
+            args = tuple(to_layout(a, layout).requires_grad_() if isinstance(a, Tensor) else a for a in args)
+            tensors = [a for a in args if isinstance(a, Tensor)]
+            expected = loss(*args)
+            expected_grads = torch.autograd.grad(expected, tensors)
+            actual = compiled(*args)
+            actual_grads = torch.autograd.grad(actual, tensors)
+            torch.testing.assert_close(actual, expected, rtol=1e-4, atol=loss_atol)
+            for a, e in zip(actual_grads, expected_grads, strict=True):
+                torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
 
 
 class OpTester:
@@ -281,48 +320,22 @@ class OpTester:
                     torch.testing.assert_close(single[name], multi[name], **op.tolerance(name, args, torch.float32))
 
     # ------------------------------------------------------------------------------------------- compile
-    def _compiled_matches_eager(
-        self, op: DeclaredOp, variant: Variant, sizes, rng, layout: str = "contiguous", **compile_kwargs
-    ) -> None:
-        def loss(*args: Any) -> Tensor:
-            total = torch.zeros((), device=DEVICE)
-            for out in as_outputs(op(*args)):
-                total = total + (out.float() * out.float().sin()).sum()
-            return total
-
-        # The loss is one code object for every op and variant: start from an empty cache each time.
-        torch._dynamo.reset()
-        compiled = torch.compile(loss, fullgraph=True, **compile_kwargs)
-        for dims in sizes:
-            args = op.sample(dims, device=DEVICE, generator=rng, variant=variant)
-            args = tuple(to_layout(a, layout).requires_grad_() if isinstance(a, Tensor) else a for a in args)
-            tensors = [a for a in args if isinstance(a, Tensor)]
-            expected = loss(*args)
-            expected_grads = torch.autograd.grad(expected, tensors)
-            actual = compiled(*args)
-            actual_grads = torch.autograd.grad(actual, tensors)
-            torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-4)
-            for a, e in zip(actual_grads, expected_grads, strict=True):
-                torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
-
     def test_compile_fullgraph(self, op, variant, rng):
         """Dynamo traces the checked entry point and the fakes; aot_eager runs the registered kernels."""
-        self._compiled_matches_eager(op, variant, op.spec.samples.dims[:2], rng, backend="aot_eager")
+        compiled_matches_eager(op, variant, op.spec.samples.dims[:2], rng, backend="aot_eager")
 
     @pytest.mark.slow
     def test_compile_inductor_dynamic(self, op, rng):
         """Inductor with dynamic shapes, forward and backward: two sizes through one graph."""
         samples = op.spec.samples
-        self._compiled_matches_eager(
-            op, samples.variants[0], (samples.dims[0], samples.large_dims[0]), rng, dynamic=True
-        )
+        compiled_matches_eager(op, samples.variants[0], (samples.dims[0], samples.large_dims[0]), rng, dynamic=True)
 
     @pytest.mark.parametrize("layout", LAYOUTS)
     def test_compile_fullgraph_strided(self, op, layout, rng):
         """channels_last and sliced inputs through Dynamo and the fakes: the fakes' strides are the kernels'
         (a channels_last anchor keeps the layout where the op declares it), or the compiled graph's would differ."""
         samples = op.spec.samples
-        self._compiled_matches_eager(op, samples.variants[0], samples.dims[:1], rng, layout, backend="aot_eager")
+        compiled_matches_eager(op, samples.variants[0], samples.dims[:1], rng, layout, backend="aot_eager")
 
     @pytest.mark.slow
     def test_compile_inductor_dynamic_channels_last(self, op, rng):
@@ -330,7 +343,7 @@ class OpTester:
         if not op.spec.channels_last:
             pytest.skip("contiguous outputs for any input layout: test_compile_fullgraph_strided covers the fakes")
         samples = op.spec.samples
-        self._compiled_matches_eager(
+        compiled_matches_eager(
             op, samples.variants[0], (samples.dims[0], samples.large_dims[0]), rng, "channels_last", dynamic=True
         )
 

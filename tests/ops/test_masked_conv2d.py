@@ -12,7 +12,7 @@ from pyvidgen.kernels.reference import masked_conv2d as reference
 from pyvidgen.ops import OPS, masked_conv2d
 from pyvidgen.testing import check_backend, check_causal, run_backend
 from tests.conftest import DEVICE, kernel_backends
-from tests.ops.op_tester import OpTester, assert_ok, to_layout
+from tests.ops.op_tester import OpTester, assert_ok, compiled_matches_eager, to_layout
 from tests.oracles.conv_oracles import masked_conv2d_oracle, tap_visible
 
 BACKENDS = [b for b in kernel_backends() if b in OPS["masked_conv2d"].spec.backends]
@@ -170,24 +170,8 @@ def test_channels_last_path_at_512(rng):
 def test_channels_last_path_under_inductor_dynamic(rng):
     """torch.compile (Inductor, dynamic shapes) forward and backward of sizes past the threshold equals eager."""
     op = OPS["masked_conv2d"]
-
-    def loss(x, weight, bias):
-        out = masked_conv2d(x, weight, bias, mask_type="B")
-        return (out * out.sin()).sum()
-
-    torch._dynamo.reset()
-    compiled = torch.compile(loss, fullgraph=True, dynamic=True)
-    with pyvidgen.backend("cpp"):
-        for dims in ((8, 16, 32, 32, 16, 3), (5, 13, 45, 39, 21, 5)):
-            args = op.sample(dims, dtype=torch.float32, device=DEVICE, generator=rng)[:3]
-            args = [a.requires_grad_() for a in args]
-            expected = loss(*args)
-            expected_grads = torch.autograd.grad(expected, args)
-            actual = compiled(*args)
-            actual_grads = torch.autograd.grad(actual, args)
-            torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-3)
-            for a, e in zip(actual_grads, expected_grads, strict=True):
-                torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+    sizes = ((8, 16, 32, 32, 16, 3), (5, 13, 45, 39, 21, 5))
+    compiled_matches_eager(op, op.spec.samples.variant("B"), sizes, rng, kernels="cpp", loss_atol=1e-3, dynamic=True)
 
 
 @pytest.mark.parametrize(
